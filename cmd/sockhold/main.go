@@ -1,0 +1,83 @@
+// Command sockhold owns listening sockets for other programs so that no
+// client is refused while they, or sockhold itself, restart or are busy.
+// This file is only the command-line wiring; the work is in holder/.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/sockhold/sockhold/holder"
+	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/worker"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+type spawnCmd struct {
+	Listen        []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): tcp://HOST:PORT, tcp4://, tcp6://, unix:///abs/path, unix:rel/path, unix:@abstract, fd://N or fd://NAME. Unix options: ?mode=0660&owner=USER&group=GROUP."`
+	Address       string        `placeholder:"ADDRESS" help:"With PORT: bind to this address (default: every address, dual-stack)."`
+	Backlog       int           `placeholder:"BACKLOG" help:"Accept-queue length: how many connections may wait (default: net.core.somaxconn; a warning is logged if the kernel caps it)."`
+	IPv4          bool          `name:"ipv4" help:"With PORT: IPv4 only."`
+	IPv6          bool          `name:"ipv6" help:"With PORT: IPv6 only."`
+	LoadAverage   float64       `name:"load-average" placeholder:"LOAD" help:"Start another handler only while the 1-minute load average is below LOAD (the first always starts)."`
+	LoadRecheck   time.Duration `name:"load-recheck" default:"1s" help:"How often to look at the load average again while it holds connections back."`
+	Processes     int           `default:"1" placeholder:"PROCESSES" help:"Maximum number of concurrent handlers (0 means unlimited)."`
+	WhenFull      string        `name:"when-full" enum:"queue,reject" default:"queue" help:"When no handler may start: queue (leave connections waiting in the backlog) or reject (accept, send --reject-message, close)."`
+	RejectMessage string        `name:"reject-message" placeholder:"TEXT" help:"Sent (with a newline) to a connection that is rejected or whose handler cannot be started."`
+	OnStop        string        `name:"on-stop" enum:"wait,term,leave" default:"wait" help:"On SIGTERM/SIGINT, handlers are: wait (left to finish up to --stop-timeout, then SIGTERM), term (sent SIGTERM now), leave (left running)."`
+	StopTimeout   time.Duration `name:"stop-timeout" default:"60s" help:"With --on-stop wait: how long handlers may take to finish (0 = no limit)."`
+	KillGrace     time.Duration `name:"kill-grace" default:"5s" help:"Time between SIGTERM and SIGKILL for handlers that do not exit."`
+	Verbose       int           `short:"v" type:"counter" help:"More log output: -v logs each connection (START/EXIT/FAIL), -vv adds debug."`
+	LogFormat     string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
+
+	Port string   `arg:"" optional:"" name:"PORT" help:"TCP port to listen on (optional with --listen)."`
+	Cmd  []string `arg:"" optional:"" passthrough:"" name:"CMD" help:"Command (and arguments) run for each connection, with the connection as stdin and stdout. Put it after --."`
+}
+
+func (c *spawnCmd) Run() error {
+	port, argv := config.SplitPositional(c.Port, c.Cmd, len(c.Listen) > 0 || os.Getenv("LISTEN_FDS") != "")
+	os.Exit(holder.Spawn(config.Spawn{
+		Port: port, Listen: c.Listen, Address: c.Address, Backlog: c.Backlog,
+		IPv4: c.IPv4, IPv6: c.IPv6, LoadAverage: c.LoadAverage, LoadRecheck: c.LoadRecheck,
+		Processes: c.Processes, WhenFull: c.WhenFull, RejectMessage: c.RejectMessage,
+		OnStop: c.OnStop, StopTimeout: c.StopTimeout, KillGrace: c.KillGrace,
+		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
+	}))
+	return nil
+}
+
+type cli struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+	Spawn   spawnCmd         `cmd:"" default:"withargs" help:"Accept each connection and run CMD for it, at most --processes at once; excess connections wait in the kernel's queue (the default command)."`
+}
+
+func main() {
+	if config.IsWorker() {
+		os.Exit(worker.Main())
+	}
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("sockhold"),
+		kong.Description("Hold listening sockets for other programs so that no client is refused while they are busy or restarting.\n\n  sockhold 873 --processes 8 --load-average 8 -- rsync --daemon"),
+		kong.Vars{"version": version},
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sockhold:", err)
+		os.Exit(holder.ExitUsage)
+	}
+	ctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sockhold:", err)
+		os.Exit(holder.ExitUsage)
+	}
+	if err := ctx.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sockhold:", err)
+		os.Exit(holder.ExitFailure)
+	}
+}

@@ -1,0 +1,189 @@
+// Package config is the validated settings of one sockhold instance. The
+// holder builds it from the command line once; workers receive it as JSON in
+// their environment, so a re-executed (or upgraded) worker runs with exactly
+// what the holder checked.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/handoff/listen"
+	"github.com/sockhold/sockhold/throttle"
+)
+
+// WhenFull policies.
+const (
+	WhenFullQueue  = "queue"
+	WhenFullReject = "reject"
+)
+
+// OnStop policies.
+const (
+	OnStopWait  = "wait"
+	OnStopTerm  = "term"
+	OnStopLeave = "leave"
+)
+
+// LoadavgEnv is a test-only setting: a file in /proc/loadavg format read
+// instead of /proc/loadavg, so tests can drive --load-average.
+const LoadavgEnv = "SOCKHOLD_TEST_LOADAVG"
+
+// Config is everything a holder and its workers need to know.
+type Config struct {
+	Listen        []listen.Spec
+	Backlog       int
+	Processes     int
+	LoadAverage   float64
+	LoadavgPath   string
+	LoadRecheck   time.Duration
+	WhenFull      string
+	RejectMessage string
+	Command       []string // argv, argv[0] as the user wrote it
+	CommandPath   string   // argv[0] resolved to an absolute path
+	OnStop        string
+	StopTimeout   time.Duration
+	KillGrace     time.Duration
+	LogFormat     string
+	LogLevel      slog.Level
+}
+
+// Spawn holds spawn mode's command-line values before validation.
+type Spawn struct {
+	Port          string
+	Listen        []string
+	Address       string
+	Backlog       int
+	IPv4, IPv6    bool
+	LoadAverage   float64
+	LoadRecheck   time.Duration
+	Processes     int
+	WhenFull      string
+	RejectMessage string
+	OnStop        string
+	StopTimeout   time.Duration
+	KillGrace     time.Duration
+	Verbose       int
+	LogFormat     string
+	Command       []string
+}
+
+// ErrUsage marks errors in what the user asked for (exit status 2), as
+// opposed to failures of the machine (exit status 1).
+var ErrUsage = errors.New("usage")
+
+func usage(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, a...)...)
+}
+
+// FromSpawn validates spawn-mode options. inheritedSpecs are sockets passed
+// in by a service manager, used when no PORT or --listen names a socket.
+func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
+	c := &Config{
+		Backlog:       o.Backlog,
+		Processes:     o.Processes,
+		LoadAverage:   o.LoadAverage,
+		LoadavgPath:   throttle.DefaultLoadavgPath,
+		LoadRecheck:   o.LoadRecheck,
+		WhenFull:      o.WhenFull,
+		RejectMessage: o.RejectMessage,
+		OnStop:        o.OnStop,
+		StopTimeout:   o.StopTimeout,
+		KillGrace:     o.KillGrace,
+		LogFormat:     o.LogFormat,
+		LogLevel:      LevelFor(o.Verbose),
+	}
+	if p := os.Getenv(LoadavgEnv); p != "" {
+		c.LoadavgPath = p
+	}
+	switch {
+	case o.Processes < 0:
+		return nil, usage("--processes %d: want 0 (unlimited) or more", o.Processes)
+	case o.LoadAverage < 0:
+		return nil, usage("--load-average %v: want a positive number", o.LoadAverage)
+	case o.Backlog < 0:
+		return nil, usage("--backlog %d: want a positive number", o.Backlog)
+	case o.LoadRecheck <= 0:
+		return nil, usage("--load-recheck %v: want a positive duration", o.LoadRecheck)
+	case o.StopTimeout < 0 || o.KillGrace < 0:
+		return nil, usage("--stop-timeout and --kill-grace must not be negative")
+	}
+	if o.Port != "" {
+		specs, err := listen.FromPort(o.Port, o.Address, o.IPv4, o.IPv6)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		c.Listen = append(c.Listen, specs...)
+	} else if o.Address != "" || o.IPv4 || o.IPv6 {
+		return nil, usage("--address, --ipv4 and --ipv6 go with PORT; with --listen put the address in the URI")
+	}
+	for _, raw := range o.Listen {
+		s, err := listen.Parse(raw)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		c.Listen = append(c.Listen, s)
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = inheritedSpecs
+	}
+	if len(c.Listen) == 0 {
+		return nil, usage("nothing to listen on: give PORT, --listen URI, or start under a service manager that passes LISTEN_FDS")
+	}
+	if len(o.Command) == 0 {
+		return nil, usage("no command: put the handler command after --, e.g. sockhold 873 -- rsync --daemon")
+	}
+	if strings.HasPrefix(o.Command[0], "-") {
+		return nil, usage("unknown flag %s (the handler command goes after --)", o.Command[0])
+	}
+	path, err := handoff.Resolve(o.Command[0])
+	if err != nil {
+		return nil, usage("%v", err)
+	}
+	c.Command, c.CommandPath = o.Command, path
+	return c, nil
+}
+
+// LevelFor maps -v counts as socket-burst-dampener does: warnings by
+// default, -v for info (one line per connection), -vv for debug.
+func LevelFor(verbose int) slog.Level {
+	return slog.LevelWarn - slog.Level(4*verbose)
+}
+
+// SplitPositional separates PORT from CMD. The parser fills port with the
+// first positional word and rest with the others, keeping a literal "--"
+// that followed PORT. With --listen (or sockets from a service manager) PORT
+// is optional, so a first word that was not followed by "--" belongs to CMD.
+func SplitPositional(port string, rest []string, haveListen bool) (string, []string) {
+	if len(rest) > 0 && rest[0] == "--" {
+		return port, rest[1:]
+	}
+	if haveListen && port != "" {
+		return "", append([]string{port}, rest...)
+	}
+	return port, rest
+}
+
+// Encode serialises the config for a worker's environment.
+func (c *Config) Encode() string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(err) // only plain fields: cannot fail
+	}
+	return string(b)
+}
+
+// Decode reads a config written by Encode.
+func Decode(s string) (*Config, error) {
+	var c Config
+	if err := json.NewDecoder(strings.NewReader(s)).Decode(&c); err != nil {
+		return nil, fmt.Errorf("worker config: %v", err)
+	}
+	return &c, nil
+}

@@ -1,0 +1,22 @@
+// Package logs builds the log/slog logger shared by the holder and workers.
+package logs
+
+import (
+	"io"
+	"log/slog"
+	"os"
+)
+
+// New returns sockhold's logger: one line per record on stderr, text or
+// JSON. Holder and workers share stderr; each record is written with a single
+// write, so their lines never interleave.
+func New(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if w == nil {
+		w = os.Stderr
+	}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

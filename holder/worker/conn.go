@@ -1,0 +1,118 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"errors"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/handoff/listen"
+	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/throttle"
+)
+
+// acceptFrom takes pending connections from one listener for as long as the
+// admission allows (queue policy) or until the queue is empty (reject
+// policy). Connections left behind stay in the kernel's queue, in order.
+func (w *Worker) acceptFrom(l config.ListenerFD) {
+	for !w.stopping {
+		verdict, load := w.adm.Check()
+		if w.cfg.WhenFull == config.WhenFullQueue && verdict != throttle.Admit {
+			return
+		}
+		fd, _, err := unix.Accept4(l.FD, unix.SOCK_CLOEXEC)
+		if err != nil {
+			w.acceptFailed(l, err)
+			return
+		}
+		w.acceptBackoff.Reset()
+		switch {
+		case verdict == throttle.Full:
+			w.reject(fd, handoff.DescribeConn(fd).Text, "full", "processes", w.adm.Slots.Used())
+		case verdict == throttle.Overloaded:
+			w.reject(fd, handoff.DescribeConn(fd).Text, "overloaded", "load", load)
+		case time.Now().Before(w.spawnHoldUntil):
+			w.reject(fd, handoff.DescribeConn(fd).Text, "spawn failing, backing off", "retry_in", time.Until(w.spawnHoldUntil).Round(time.Millisecond).String())
+		default:
+			w.spawn(fd)
+		}
+	}
+}
+
+// acceptFailed handles an accept error. Running out of descriptors or memory
+// pauses accepting with backoff instead of spinning on a ready listener.
+func (w *Worker) acceptFailed(l config.ListenerFD, err error) {
+	switch {
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+	case errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EPROTO), errors.Is(err, unix.EPERM):
+		w.log.Debug("accept", "listener", l.Addr, "error", err)
+	default:
+		d := w.acceptBackoff.Fail()
+		w.acceptPausedUntil = time.Now().Add(d)
+		w.log.Warn("accept failed; pausing", "listener", l.Addr, "error", err, "pause", d.String())
+	}
+}
+
+// spawn hands connection fd to a new handler. On failure the connection is
+// answered (with the reject message, if any) and closed at once, and later
+// connections are answered the same way until a backoff has passed.
+func (w *Worker) spawn(fd int) {
+	peer := handoff.DescribeConn(fd)
+	pid, pidfd, err := w.cmd.StartHandler(fd, 2, peer.Env)
+	if err != nil {
+		d := w.spawnBackoff.Fail()
+		w.spawnHoldUntil = time.Now().Add(d)
+		w.counters.spawnFailures++
+		w.answerAndClose(fd)
+		w.log.Warn("FAIL", "peer", peer.Text, "reason", "spawn failed", "error", err, "retry_in", d.String())
+		return
+	}
+	unix.Close(fd)
+	w.spawnBackoff.Reset()
+	h := &handler{pid: pid, pidfd: pidfd, start: time.Now(), peer: peer.Text}
+	w.track(h)
+	w.counters.accepted++
+	w.log.Info("START", "peer", peer.Text, "pid", pid)
+}
+
+// reject answers a connection that will not be handed on and closes it.
+func (w *Worker) reject(fd int, peer, reason string, attrs ...any) {
+	w.counters.rejected++
+	w.answerAndClose(fd)
+	w.log.Info("FAIL", append([]any{"peer", peer, "reason", reason}, attrs...)...)
+}
+
+// answerAndClose writes the reject message (if any) and closes. Closing a
+// socket with unread input makes the kernel send RST, which can destroy the
+// message before the client reads it; so the write side is shut first and
+// whatever the client already sent is read and discarded.
+func (w *Worker) answerAndClose(fd int) {
+	if w.rejectMessage != nil {
+		unix.SendmsgN(fd, w.rejectMessage, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	}
+	unix.Shutdown(fd, unix.SHUT_WR)
+	var buf [4096]byte
+	for i := 0; i < 16; i++ {
+		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
+		if n <= 0 || err != nil {
+			break
+		}
+	}
+	unix.Close(fd)
+}
+
+// logQueue reports the accept-queue depth of each TCP listener at debug level
+// when the worker stops taking connections, so operators can see the queue.
+func (w *Worker) logQueue(why string) {
+	if !w.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	for _, l := range w.listeners {
+		if q, err := listen.ReadQueue(l.FD); err == nil {
+			w.log.Debug("queue", "listener", l.Addr, "why", why, "depth", q.Depth, "max", q.Max)
+		}
+	}
+}

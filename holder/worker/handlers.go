@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"log/slog"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// handler is one live connection handler this worker counts against
+// --processes: either its own child, or one inherited from an earlier
+// generation (reaped by the holder; here only its pidfd is watched).
+type handler struct {
+	pid       int
+	pidfd     int
+	start     time.Time
+	peer      string
+	inherited bool
+}
+
+// handlers is the worker's table of live handlers, keyed by pidfd.
+type handlers map[int]*handler
+
+// exitText describes a wait status the way the log lines spell it.
+func exitAttrs(ws syscall.WaitStatus) []any {
+	switch {
+	case ws.Exited():
+		return []any{"status", ws.ExitStatus()}
+	case ws.Signaled():
+		return []any{"signal", unix.SignalName(ws.Signal())}
+	}
+	return []any{"wait_status", int(ws)}
+}
+
+// reap collects the exit status of an own child whose pidfd became readable.
+func (h *handler) reap(log *slog.Logger) {
+	if h.inherited {
+		log.Debug("inherited handler gone", "pid", h.pid)
+		return
+	}
+	var ws syscall.WaitStatus
+	for {
+		pid, err := syscall.Wait4(h.pid, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || pid != h.pid {
+			log.Warn("EXIT", "pid", h.pid, "error", err)
+			return
+		}
+		break
+	}
+	attrs := append([]any{"pid", h.pid}, exitAttrs(ws)...)
+	attrs = append(attrs, "duration", time.Since(h.start).Round(time.Millisecond).String(), "peer", h.peer)
+	log.Info("EXIT", attrs...)
+}

@@ -1,0 +1,269 @@
+// Package worker is the accept-and-spawn process: a re-execution of sockhold's
+// own binary that the holder starts with the listening sockets inherited. It
+// takes connections only while the throttle admits them and hands each to a
+// new handler process.
+package worker
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/logs"
+	"github.com/sockhold/sockhold/throttle"
+)
+
+// Worker is one generation's accept loop and its table of live handlers.
+type Worker struct {
+	cfg       *config.Config
+	fds       *config.WorkerFDs
+	log       *slog.Logger
+	cmd       handoff.Command
+	listeners []config.ListenerFD
+	adm       throttle.Admission
+
+	poll     *poller
+	timer    *timer
+	wake     *waker
+	kinds    map[int]fdKind
+	handlers handlers
+	armed    bool
+
+	rejectMessage     []byte
+	spawnBackoff      *throttle.Backoff
+	spawnHoldUntil    time.Time
+	acceptBackoff     *throttle.Backoff
+	acceptPausedUntil time.Time
+
+	stopSignal atomic.Value // os.Signal, set by the signal goroutine
+	stopping   bool
+	counters   struct{ accepted, rejected, spawnFailures int }
+}
+
+type fdKind int
+
+const (
+	kindListener fdKind = iota + 1
+	kindHandler
+	kindTimer
+	kindWake
+	kindHolder
+)
+
+// Main runs a worker process and returns its exit status.
+func Main() int {
+	cfg, fds, err := config.WorkerFromEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sockhold worker:", err)
+		return 2
+	}
+	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "worker", "gen", fds.Generation)
+	w, err := newWorker(cfg, fds, log)
+	if err != nil {
+		log.Error("worker cannot start", "error", err)
+		return 1
+	}
+	return w.run()
+}
+
+func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Worker, error) {
+	// Inherited descriptors arrive without close-on-exec; mark them at
+	// once so that no handler ever receives a listener or a pidfd.
+	unix.CloseOnExec(fds.Control)
+	for _, l := range fds.Listeners {
+		unix.CloseOnExec(l.FD)
+	}
+	for _, h := range fds.Handlers {
+		unix.CloseOnExec(h.PIDFD)
+	}
+	w := &Worker{
+		cfg:       cfg,
+		fds:       fds,
+		log:       log,
+		listeners: fds.Listeners,
+		adm: throttle.Admission{
+			Slots: throttle.NewSlots(cfg.Processes),
+			Load:  throttle.LoadGate{Limit: cfg.LoadAverage, Path: cfg.LoadavgPath},
+		},
+		kinds:         map[int]fdKind{},
+		handlers:      handlers{},
+		spawnBackoff:  throttle.NewBackoff(10*time.Millisecond, time.Second),
+		acceptBackoff: throttle.NewBackoff(10*time.Millisecond, time.Second),
+		cmd: handoff.Command{
+			Path: cfg.CommandPath,
+			Argv: cfg.Command,
+			BaseEnv: handoff.FilterEnv(os.Environ(), handoff.ConnVars,
+				[]string{config.EnvPrefix, "LISTEN_"}),
+		},
+	}
+	if m := cfg.RejectMessage; m != "" {
+		if m[len(m)-1] != '\n' {
+			m += "\n"
+		}
+		w.rejectMessage = []byte(m)
+	}
+	var err error
+	if w.poll, err = newPoller(); err != nil {
+		return nil, err
+	}
+	if w.timer, err = newTimer(); err != nil {
+		return nil, err
+	}
+	if w.wake, err = newWaker(); err != nil {
+		return nil, err
+	}
+	for fd, k := range map[int]fdKind{w.timer.fd: kindTimer, w.wake.fd: kindWake, fds.Control: kindHolder} {
+		if err := w.watch(fd, k); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range fds.Listeners {
+		unix.SetNonblock(l.FD, true)
+		w.kinds[l.FD] = kindListener
+	}
+	for _, h := range fds.Handlers {
+		w.track(&handler{pid: h.PID, pidfd: h.PIDFD, start: h.Start, inherited: true})
+	}
+	return w, nil
+}
+
+func (w *Worker) watch(fd int, k fdKind) error {
+	if err := w.poll.add(fd); err != nil {
+		return err
+	}
+	w.kinds[fd] = k
+	return nil
+}
+
+// track counts a live handler and watches its pidfd for its exit.
+func (w *Worker) track(h *handler) {
+	w.handlers[h.pidfd] = h
+	w.adm.Slots.Take()
+	if err := w.watch(h.pidfd, kindHandler); err != nil {
+		w.log.Error("cannot watch handler", "pid", h.pid, "error", err)
+	}
+}
+
+func (w *Worker) handlerDone(pidfd int) {
+	h := w.handlers[pidfd]
+	delete(w.handlers, pidfd)
+	delete(w.kinds, pidfd)
+	w.poll.del(pidfd)
+	h.reap(w.log)
+	unix.Close(pidfd)
+	w.adm.Slots.Release()
+}
+
+func (w *Worker) run() int {
+	sigc := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		for s := range sigc {
+			if s == syscall.SIGHUP {
+				continue // upgrades are the holder's to start
+			}
+			w.stopSignal.Store(s)
+			w.wake.wake()
+		}
+	}()
+	w.rearm()
+	w.tellHolder("ready")
+	w.log.Info("worker serving", "pid", os.Getpid(), "listeners", len(w.listeners),
+		"inherited_handlers", len(w.fds.Handlers), "processes", w.cfg.Processes)
+	for !w.stopping {
+		ready, err := w.poll.wait()
+		if err != nil {
+			w.log.Error("epoll", "error", err)
+			return 1
+		}
+		for _, fd := range ready {
+			w.dispatch(fd)
+		}
+		w.rearm()
+	}
+	w.log.Info("worker stopped accepting; handlers are left to the holder",
+		"live", len(w.handlers), "accepted", w.counters.accepted,
+		"rejected", w.counters.rejected, "spawn_failures", w.counters.spawnFailures)
+	return 0
+}
+
+func (w *Worker) dispatch(fd int) {
+	switch w.kinds[fd] {
+	case kindListener:
+		for _, l := range w.listeners {
+			if l.FD == fd {
+				w.acceptFrom(l)
+			}
+		}
+	case kindHandler:
+		w.handlerDone(fd)
+	case kindTimer:
+		w.timer.fired()
+	case kindWake:
+		w.wake.drain()
+		if s, ok := w.stopSignal.Load().(os.Signal); ok {
+			w.log.Info("worker stopping", "signal", s.String())
+			w.stopping = true
+		}
+	case kindHolder:
+		var buf [64]byte
+		if n, err := unix.Read(fd, buf[:]); n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) {
+			w.log.Warn("holder is gone; worker stopping")
+			w.stopping = true
+			w.poll.del(fd)
+		}
+	}
+}
+
+// rearm decides, after every batch of events, whether the listeners are
+// watched and whether the timer must wake the loop later. A listener that is
+// not watched is not accepted from: its connections wait in the kernel queue.
+func (w *Worker) rearm() {
+	now := time.Now()
+	verdict, load := w.adm.Check()
+	paused := now.Before(w.acceptPausedUntil)
+	want := !w.stopping && !paused &&
+		(w.cfg.WhenFull == config.WhenFullReject || verdict == throttle.Admit)
+	if want != w.armed {
+		for _, l := range w.listeners {
+			if want {
+				if err := w.poll.add(l.FD); err != nil {
+					w.log.Error("watch listener", "listener", l.Addr, "error", err)
+				}
+			} else {
+				w.poll.del(l.FD)
+			}
+		}
+		w.armed = want
+		if !want && !w.stopping {
+			w.logQueue(verdict.String())
+		}
+	}
+	switch {
+	case w.stopping:
+		w.timer.disarm()
+	case paused:
+		w.timer.arm(w.acceptPausedUntil.Sub(now))
+	case verdict == throttle.Overloaded && w.cfg.WhenFull == config.WhenFullQueue:
+		// The load average changes without any event here: look again
+		// on a timer so the queue never stalls while load is low.
+		w.log.Debug("load gate closed", "load", load, "limit", w.cfg.LoadAverage, "live", w.adm.Slots.Used())
+		w.timer.arm(w.cfg.LoadRecheck)
+	default:
+		w.timer.disarm()
+	}
+}
+
+func (w *Worker) tellHolder(msg string) {
+	if _, err := unix.Write(w.fds.Control, []byte(msg)); err != nil {
+		w.log.Warn("cannot reach holder", "error", err)
+	}
+}
