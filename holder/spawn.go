@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/logs"
@@ -23,6 +24,7 @@ const (
 // Spawn runs sockhold in spawn mode (the burst dampener) until it is stopped
 // and returns the process exit status.
 func Spawn(o config.Spawn) int {
+	handoff.CloseOnExecFrom(3)
 	inh, err := listen.InheritFromEnv()
 	if err != nil {
 		return fail(ExitUsage, err)

@@ -2,8 +2,8 @@ package worker
 
 import (
 	"context"
-	"log/slog"
 	"errors"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sys/unix"

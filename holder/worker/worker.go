@@ -75,15 +75,9 @@ func Main() int {
 }
 
 func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Worker, error) {
-	// Inherited descriptors arrive without close-on-exec; mark them at
-	// once so that no handler ever receives a listener or a pidfd.
-	unix.CloseOnExec(fds.Control)
-	for _, l := range fds.Listeners {
-		unix.CloseOnExec(l.FD)
-	}
-	for _, h := range fds.Handlers {
-		unix.CloseOnExec(h.PIDFD)
-	}
+	// Inherited descriptors arrive without close-on-exec; mark them all at
+	// once so that no handler ever receives a listener, a pidfd or the link.
+	handoff.CloseOnExecFrom(3)
 	w := &Worker{
 		cfg:       cfg,
 		fds:       fds,

@@ -1,0 +1,101 @@
+package integration
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runToExit runs sockhold expecting it to refuse to start, and returns its
+// exit status and stderr lines.
+func runToExit(t *testing.T, args ...string) (int, []string) {
+	t.Helper()
+	return runToExitEnv(t, nil, args...)
+}
+
+func runToExitEnv(t *testing.T, env []string, args ...string) (int, []string) {
+	t.Helper()
+	cmd := exec.Command(sockholdBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("sockhold %v kept running; stderr: %s", args, stderr.String())
+	}
+	out := strings.TrimRight(stderr.String(), "\n")
+	var lines []string
+	if out != "" {
+		lines = strings.Split(out, "\n")
+	}
+	return cmd.ProcessState.ExitCode(), lines
+}
+
+// Every bad input gets one clear line on stderr and a non-zero status:
+// 2 for a wrong command line, 1 for what the machine refused.
+func TestBadInputOneLineAndExitStatus(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	noexec := filepath.Join(t.TempDir(), "noexec")
+	os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644)
+	cases := []struct {
+		name   string
+		args   []string
+		status int
+		want   string
+	}{
+		{"unknown flag", []string{"873", "--no-such-flag", "--", "echo"}, 2, "unknown flag"},
+		{"bad port", []string{"99999", "--", "echo"}, 2, "bad port"},
+		{"bad processes", []string{"873", "--processes", "many", "--", "echo"}, 2, "processes"},
+		{"negative processes", []string{"873", "--processes", "-1", "--", "echo"}, 2, "processes"},
+		{"missing command", []string{"873"}, 2, "no command"},
+		{"command not found", []string{"873", "--", "no-such-command-xyz"}, 2, "not found"},
+		{"command not executable", []string{"873", "--", noexec}, 2, "not executable"},
+		{"nothing to listen on", []string{}, 2, "nothing to listen on"},
+		{"forgot the port", []string{"--", "echo"}, 2, "bad port \"echo\""},
+		{"bad uri", []string{"--listen", "http://x:1", "--", "echo"}, 2, "unknown scheme"},
+		{"bad unix option", []string{"--listen", "unix:///tmp/x.sock?mode=999", "--", "echo"}, 2, "mode"},
+		{"bad when-full", []string{"873", "--when-full", "drop", "--", "echo"}, 2, "when-full"},
+		{"port in use", []string{"--listen", "tcp://" + busy.Addr().String(), "--", "echo"}, 1, "address already in use"},
+		{"unusable socket path", []string{"--listen", "unix:///proc/sockhold.sock", "--", "echo"}, 1, "listen unix:///proc/sockhold.sock"},
+		{"no such directory", []string{"--listen", "unix:///nonexistent-dir/x.sock", "--", "echo"}, 1, "no such file or directory"},
+		{"fd not open", []string{"--listen", "fd://97", "--", "echo"}, 1, "fd 97"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, lines := runToExit(t, c.args...)
+			if code != c.status {
+				t.Errorf("exit status %d, want %d (stderr %q)", code, c.status, lines)
+			}
+			if len(lines) < 1 || !strings.Contains(lines[0], c.want) {
+				t.Errorf("stderr %q, want a line containing %q", lines, c.want)
+			}
+			// kong prints usage after a parse error; our own errors are
+			// exactly one line.
+			if c.name != "unknown flag" && c.name != "bad processes" && c.name != "bad when-full" && len(lines) != 1 {
+				t.Errorf("want exactly one line, got %d: %q", len(lines), lines)
+			}
+			for _, l := range lines[:1] {
+				if !strings.HasPrefix(l, "sockhold: ") {
+					t.Errorf("line %q does not say who is speaking", l)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,123 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A burst of 500 connections against --processes 4 and a handler that takes
+// 50 ms: every client is served, none refused or reset, never more than 4
+// handlers alive at once, and they are served in arrival order (give or take
+// the handlers that run side by side).
+func TestBurstIsQueuedNotRefused(t *testing.T) {
+	const clients, procs = 500, 4
+	dir := t.TempDir()
+	counter, order := filepath.Join(dir, "live"), filepath.Join(dir, "order")
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", strconv.Itoa(procs),
+		"--", handlerBin, "count", counter, "50ms", order)
+
+	// Sample the live handlers from outside too: children of the worker
+	// plus children of the holder other than the worker.
+	var maxSeen atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			default:
+			}
+			n := 0
+			for _, pid := range childrenOf(in.pid()) {
+				if pid == in.workerPID() {
+					n += len(childrenOf(pid))
+				} else {
+					n++
+				}
+			}
+			if int64(n) > maxSeen.Load() {
+				maxSeen.Store(int64(n))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+
+	// Connect one after another so arrival order is well defined; the
+	// kernel completes every handshake into the backlog at once.
+	conns := make([]net.Conn, clients)
+	for i := range conns {
+		c, err := net.Dial("tcp", in.addr(0))
+		if err != nil {
+			t.Fatalf("client %d refused: %v", i, err)
+		}
+		conns[i] = c
+		fmt.Fprintf(c, "%d\n", i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i, c := range conns {
+		wg.Add(1)
+		go func(i int, c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			b, err := io.ReadAll(c)
+			if err != nil || string(b) != "ok\n" {
+				errs <- fmt.Errorf("client %d: read %q, %v", i, b, err)
+			}
+		}(i, c)
+	}
+	wg.Wait()
+	close(stopSampling)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	maxFile, _ := os.ReadFile(counter + ".max")
+	if m, _ := strconv.Atoi(strings.TrimSpace(string(maxFile))); m > procs || m < 1 {
+		t.Errorf("handlers counted %d alive at once, limit %d", m, procs)
+	} else {
+		t.Logf("max concurrent handlers: %d by their own count, %d sampled", m, maxSeen.Load())
+	}
+	if maxSeen.Load() > procs {
+		t.Errorf("sampled %d live handlers, limit %d", maxSeen.Load(), procs)
+	}
+	b, _ := os.ReadFile(order)
+	served := strings.Fields(string(b))
+	if len(served) != clients {
+		t.Fatalf("%d handlers recorded, want %d", len(served), clients)
+	}
+	worst := 0
+	for pos, s := range served {
+		i, _ := strconv.Atoi(s)
+		if d := abs(pos - i); d > worst {
+			worst = d
+		}
+	}
+	t.Logf("worst displacement from arrival order: %d", worst)
+	if worst > 2*procs {
+		t.Errorf("served out of arrival order: a client moved %d places", worst)
+	}
+	if n := in.count(msgIs("FAIL")); n != 0 {
+		t.Errorf("%d connections failed", n)
+	}
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

@@ -1,0 +1,214 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := to + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The handler binary disappears after start: each client gets the message
+// and EOF at once, every failure is logged once, the worker's descriptor
+// count does not grow over 1000 failures, and once the binary is back the
+// next client is served.
+func TestSpawnFailureClosesAndRecovers(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "handler")
+	copyFile(t, handlerBin, bin, 0o755)
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", "2",
+		"--reject-message", "unavailable", "--", bin, "echo", "served")
+	if got := mustRoundTrip(t, in.addr(0), ""); got != "served\n" {
+		t.Fatalf("before removal: %q", got)
+	}
+	worker := in.workerPID()
+	if err := os.Remove(bin); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if got := mustRoundTrip(t, in.addr(0), ""); got != "unavailable\n" {
+		t.Fatalf("with the binary gone: %q", got)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Fatalf("failed connection took %v to close", d)
+	}
+	fdsBefore := fdCount(t, worker)
+	const failures = 1000
+	for i := 0; i < failures; i++ {
+		if got := mustRoundTrip(t, in.addr(0), ""); got != "unavailable\n" {
+			t.Fatalf("failure %d: read %q", i, got)
+		}
+	}
+	fdsAfter := fdCount(t, worker)
+	if fdsAfter > fdsBefore {
+		t.Fatalf("worker descriptors grew from %d to %d over %d failures", fdsBefore, fdsAfter, failures)
+	}
+	fails := in.waitForN(10*time.Second, failures+1, msgIs("FAIL"))
+	spawnFailures := 0
+	for _, r := range fails {
+		if r.str("reason") == "spawn failed" {
+			spawnFailures++
+		}
+	}
+	// Backoff: far fewer exec attempts than connections, yet more than one.
+	t.Logf("%d connections failed, %d exec attempts (the rest answered during backoff)", len(fails), spawnFailures)
+	if spawnFailures < 1 || spawnFailures > len(fails)/2 {
+		t.Fatalf("%d exec attempts for %d failed connections: no backoff", spawnFailures, len(fails))
+	}
+
+	copyFile(t, handlerBin, bin, 0o755)
+	// A client that arrives within the advertised backoff still gets the
+	// message; one that comes back after it is served.
+	var last record
+	for _, r := range fails {
+		if r.str("reason") == "spawn failed" {
+			last = r
+		}
+	}
+	retry, _ := time.ParseDuration(last.str("retry_in"))
+	if retry <= 0 || retry > time.Second {
+		t.Fatalf("advertised backoff %q, want (0, 1s]", last.str("retry_in"))
+	}
+	time.Sleep(retry)
+	if got := mustRoundTrip(t, in.addr(0), ""); got != "served\n" {
+		t.Fatalf("binary restored and backoff (%v) over, still %q", retry, got)
+	}
+	if worker != in.workerPID() || !processAlive(worker) {
+		t.Fatal("the worker was replaced; spawn failures must not kill it")
+	}
+}
+
+// listenInode finds the inode of the TCP listener on port in /proc/net.
+func listenInode(t *testing.T, port int) string {
+	t.Helper()
+	hex := fmt.Sprintf(":%04X", port)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(fh)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) > 9 && strings.HasSuffix(fields[1], hex) && fields[3] == "0A" {
+				fh.Close()
+				return fields[9]
+			}
+		}
+		fh.Close()
+	}
+	t.Fatalf("no listener on port %d", port)
+	return ""
+}
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// SIGKILL the worker: the holder starts another within a second, clients
+// that connect in the gap wait in the backlog and are served, none is
+// refused, and the listening socket is the very same one.
+func TestWorkerKilledIsReplaced(t *testing.T) {
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", "4", "--", handlerBin, "echo", "hello")
+	inode := listenInode(t, portOf(in.addr(0)))
+	old := in.workerPID()
+	killed := time.Now()
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Clients in the gap: all of them connect before the new worker is up.
+	const gap = 20
+	var wg sync.WaitGroup
+	results := make(chan string, gap)
+	for i := 0; i < gap; i++ {
+		c, err := net.Dial("tcp", in.addr(0))
+		if err != nil {
+			t.Fatalf("client %d in the gap refused: %v", i, err)
+		}
+		wg.Add(1)
+		go func(c net.Conn) {
+			defer wg.Done()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			b, err := io.ReadAll(c)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			results <- string(b)
+		}(c)
+	}
+	r := in.waitFor(5*time.Second, func(r record) bool { return r.str("msg") == "serving" && r.int("worker") != old })
+	took := time.Since(killed)
+	wg.Wait()
+	close(results)
+	for got := range results {
+		if got != "hello\n" {
+			t.Errorf("client in the gap got %q", got)
+		}
+	}
+	t.Logf("new worker %d serving %v after SIGKILL", r.int("worker"), took)
+	if took > time.Second {
+		t.Errorf("new worker took %v", took)
+	}
+	if got := listenInode(t, portOf(in.addr(0))); got != inode {
+		t.Errorf("listener inode changed from %s to %s", inode, got)
+	}
+}
+
+// Handlers of a killed worker are reaped by the holder and still count
+// against --processes in the next worker: with the one slot taken by an
+// orphan, the next client waits until the orphan exits.
+func TestOrphanedHandlersStillCounted(t *testing.T) {
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", "1", "--", handlerBin, "hold")
+	held := dialReady(t, in.addr(0))
+	defer held.Close()
+	old := in.workerPID()
+	syscall.Kill(old, syscall.SIGKILL)
+	in.waitFor(5*time.Second, func(r record) bool {
+		return r.str("msg") == "serving" && r.int("worker") != old
+	})
+	if r := in.all(msgIs("worker started")); r[len(r)-1].int("inherited_handlers") != 1 {
+		t.Fatalf("new worker did not inherit the live handler: %v", r[len(r)-1])
+	}
+	waiting, err := net.Dial("tcp", in.addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Close()
+	// The new worker must look at its gate (debug "queue" record) and
+	// leave the client waiting rather than start a second handler.
+	in.waitFor(5*time.Second, func(r record) bool { return r.str("msg") == "queue" && r.str("why") == "full" })
+	if n := in.count(msgIs("START")); n != 1 {
+		t.Fatalf("%d handlers started with the only slot held by an orphan", n)
+	}
+	held.Close()
+	in.waitFor(5*time.Second, func(r record) bool { return r.str("msg") == "EXIT" && r.str("reaped_by") == "holder" })
+	buf := make([]byte, 6)
+	if _, err := readAll(waiting, buf); err != nil || string(buf) != "ready\n" {
+		t.Fatalf("waiting client: %q %v", buf, err)
+	}
+}

@@ -1,0 +1,374 @@
+// Package integration drives the real sockhold binary against real child
+// processes over loopback and unix sockets. Tests synchronise on sockhold's
+// own JSON log events (listening, serving, START, EXIT, FAIL), never on sleeps.
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binDir      string
+	sockholdBin string
+	handlerBin  string
+	fdsBin      string // lists its descriptors; C, so no runtime adds any
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sockhold-it-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	sockholdBin = filepath.Join(dir, "sockhold")
+	handlerBin = filepath.Join(dir, "testhandler")
+	fdsBin = filepath.Join(dir, "fds")
+	// When the tests run under -race, so does the daemon they drive.
+	args := []string{"build", "-o", sockholdBin, "-ldflags", "-X main.version=it-1"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	for _, b := range [][]string{
+		append(args, "../cmd/sockhold"),
+		{"build", "-o", handlerBin, "./testhandler"},
+		{"cc", "-O2", "-o", fdsBin, "testdata/fds.c"},
+	} {
+		tool := "go"
+		if b[0] == "cc" {
+			tool, b = "cc", b[1:]
+		}
+		cmd := exec.Command(tool, b...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build failed:", err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// record is one JSON log line of sockhold.
+type record map[string]any
+
+func (r record) str(k string) string {
+	v, ok := r[k]
+	if !ok {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
+func (r record) int(k string) int {
+	f, _ := r[k].(float64)
+	return int(f)
+}
+
+// instance is one running sockhold holder.
+type instance struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	recs  []record
+	cond  *sync.Cond
+	exit  chan struct{}
+	state *os.ProcessState
+	addrs []string
+}
+
+type startOpts struct {
+	env        []string
+	extraFiles []*os.File
+	argv0      string // run through this wrapper (e.g. sh -c) instead of the binary directly
+}
+
+// start runs sockhold with args (plus JSON debug logging) and waits until it
+// serves. The holder is stopped, and must exit, when the test ends.
+func start(t *testing.T, args ...string) *instance {
+	return startWith(t, startOpts{}, args...)
+}
+
+func startWith(t *testing.T, o startOpts, args ...string) *instance {
+	t.Helper()
+	in := launch(t, o, args...)
+	in.waitFor(10*time.Second, func(r record) bool { return r.str("msg") == "serving" })
+	for _, r := range in.all(func(r record) bool { return r.str("msg") == "listening" }) {
+		in.addrs = append(in.addrs, r.str("addr"))
+	}
+	return in
+}
+
+// launch starts sockhold without waiting for it to serve.
+func launch(t *testing.T, o startOpts, args ...string) *instance {
+	t.Helper()
+	full := append([]string{"--log-format", "json", "-vv"}, args...)
+	var cmd *exec.Cmd
+	if o.argv0 != "" {
+		cmd = exec.Command("sh", append([]string{"-c", o.argv0, "sh", sockholdBin}, full...)...)
+	} else {
+		cmd = exec.Command(sockholdBin, full...)
+	}
+	cmd.Env = append(os.Environ(), o.env...)
+	cmd.ExtraFiles = o.extraFiles
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{t: t, cmd: cmd, exit: make(chan struct{})}
+	in.cond = sync.NewCond(&in.mu)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logsDone := make(chan struct{})
+	go in.readLogs(stderr, logsDone)
+	go in.waitExit(logsDone)
+	t.Cleanup(in.cleanup)
+	return in
+}
+
+func (in *instance) readLogs(r io.Reader, done chan<- struct{}) {
+	defer close(done)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		var rec record
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			rec = record{"msg": "raw", "line": line}
+		}
+		in.mu.Lock()
+		in.recs = append(in.recs, rec)
+		in.cond.Broadcast()
+		in.mu.Unlock()
+	}
+}
+
+// waitExit records the holder's exit. Its last log lines are read first;
+// a handler left running (--on-stop leave) holds stderr open, so that wait
+// is bounded.
+func (in *instance) waitExit(logsDone <-chan struct{}) {
+	state, _ := in.cmd.Process.Wait()
+	select {
+	case <-logsDone:
+	case <-time.After(2 * time.Second):
+	}
+	in.mu.Lock()
+	in.state = state
+	close(in.exit)
+	in.cond.Broadcast()
+	in.mu.Unlock()
+}
+
+// waitFor blocks until a log record matches, and returns it.
+func (in *instance) waitFor(timeout time.Duration, match func(record) bool) record {
+	in.t.Helper()
+	r, ok := in.waitForOK(timeout, 0, match)
+	if !ok {
+		in.t.Fatalf("no matching log record within %v; log:\n%s", timeout, in.dump())
+	}
+	return r
+}
+
+// waitForN blocks until n records match.
+func (in *instance) waitForN(timeout time.Duration, n int, match func(record) bool) []record {
+	in.t.Helper()
+	if _, ok := in.waitForOK(timeout, n-1, match); !ok {
+		in.t.Fatalf("fewer than %d matching log records within %v; log:\n%s", n, timeout, in.dump())
+	}
+	return in.all(match)
+}
+
+func (in *instance) waitForOK(timeout time.Duration, skip int, match func(record) bool) (record, bool) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() { in.mu.Lock(); in.cond.Broadcast(); in.mu.Unlock() })
+	defer timer.Stop()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for {
+		seen := 0
+		for _, r := range in.recs {
+			if match(r) {
+				if seen == skip {
+					return r, true
+				}
+				seen++
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, false
+		}
+		select {
+		case <-in.exit:
+			return nil, false
+		default:
+		}
+		in.cond.Wait()
+	}
+}
+
+func (in *instance) all(match func(record) bool) []record {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var out []record
+	for _, r := range in.recs {
+		if match(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (in *instance) count(match func(record) bool) int { return len(in.all(match)) }
+
+func (in *instance) dump() string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var b strings.Builder
+	for _, r := range in.recs {
+		j, _ := json.Marshal(r)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func msgIs(m string) func(record) bool { return func(r record) bool { return r.str("msg") == m } }
+
+// workerPID is the PID of the newest worker that reported serving.
+func (in *instance) workerPID() int {
+	rs := in.all(msgIs("serving"))
+	return rs[len(rs)-1].int("worker")
+}
+
+func (in *instance) pid() int { return in.cmd.Process.Pid }
+
+// stop sends sig and waits for the holder to exit; it returns the status.
+func (in *instance) stop(sig syscall.Signal, timeout time.Duration) int {
+	in.t.Helper()
+	in.cmd.Process.Signal(sig)
+	select {
+	case <-in.exit:
+	case <-time.After(timeout):
+		in.t.Fatalf("sockhold did not exit within %v after %v; log:\n%s", timeout, sig, in.dump())
+	}
+	return in.state.ExitCode()
+}
+
+func (in *instance) exited() bool {
+	select {
+	case <-in.exit:
+		return true
+	default:
+		return false
+	}
+}
+
+// cleanup stops a holder the test left running: gently, then by PID.
+func (in *instance) cleanup() {
+	if in.exited() {
+		return
+	}
+	in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exit:
+	case <-time.After(15 * time.Second):
+		in.cmd.Process.Kill()
+		<-in.exit
+		in.t.Errorf("sockhold needed SIGKILL at cleanup; log:\n%s", in.dump())
+	}
+}
+
+// addr returns the listening address the holder logged (index i).
+func (in *instance) addr(i int) string { return in.addrs[i] }
+
+// network is "unix" for a path, "tcp" otherwise.
+func network(addr string) string {
+	if strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "@") {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// roundTrip connects, optionally sends input, and reads until EOF.
+func roundTrip(t *testing.T, addr, input string) (string, error) {
+	t.Helper()
+	c, err := net.DialTimeout(network(addr), addr, 10*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if input != "" {
+		if _, err := io.WriteString(c, input); err != nil {
+			return "", err
+		}
+	}
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func mustRoundTrip(t *testing.T, addr, input string) string {
+	t.Helper()
+	out, err := roundTrip(t, addr, input)
+	if err != nil {
+		t.Fatalf("round trip to %s: %v", addr, err)
+	}
+	return out
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// fdCount counts the open descriptors of pid.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// childrenOf lists the children of pid (every thread).
+func childrenOf(pid int) []int {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var out []int
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, w := range strings.Fields(string(b)) {
+			var n int
+			fmt.Sscan(w, &n)
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// handlerCmd is the test handler with a mode and arguments.
+func handlerCmd(mode string, args ...string) []string {
+	return append([]string{"--", handlerBin, mode}, args...)
+}

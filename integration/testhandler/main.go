@@ -1,0 +1,124 @@
+// Command testhandler is the program the integration tests run behind
+// sockhold. Its first argument picks what it does; every mode reports on
+// stdout, which sockhold connects to the client.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "testhandler: mode?")
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "echo": // echo TEXT
+		fmt.Println(strings.Join(args, " "))
+	case "env":
+		for _, k := range strings.Fields("PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT REMOTE_ADDR REMOTE_PORT UNIXREMOTEEUID UNIXREMOTEEGID UNIXREMOTEPID UNIXLOCALPATH") {
+			if v, ok := os.LookupEnv(k); ok {
+				fmt.Printf("%s=%s\n", k, v)
+			}
+		}
+		for _, kv := range os.Environ() {
+			if strings.HasPrefix(kv, "SOCKHOLD_") || strings.HasPrefix(kv, "LISTEN_") {
+				fmt.Printf("LEAK %s\n", kv)
+			}
+		}
+	case "sleep": // sleep DURATION: then "ok"
+		d, _ := time.ParseDuration(args[0])
+		time.Sleep(d)
+		fmt.Println("ok")
+	case "count": // count FILE DURATION [ORDERFILE]: concurrency counter
+		count(args)
+	case "hold": // "ready", then wait for EOF on stdin
+		fmt.Println("ready")
+		drain()
+		fmt.Println("bye")
+	case "ignore-term": // like hold, but SIGTERM does nothing
+		signal.Ignore(syscall.SIGTERM)
+		fmt.Println("ready")
+		drain()
+	case "stream": // stream BYTES: deterministic data, for checksums
+		n, _ := strconv.Atoi(args[0])
+		stream(n)
+	default:
+		fmt.Fprintln(os.Stderr, "testhandler: unknown mode", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func drain() {
+	buf := make([]byte, 4096)
+	for {
+		if _, err := os.Stdin.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// count keeps a count of live handlers in FILE under flock and records the
+// highest value seen in FILE.max; ORDERFILE gets the line the client sent.
+func count(args []string) {
+	file := args[0]
+	d, _ := time.ParseDuration(args[1])
+	if len(args) > 2 {
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		appendLine(args[2], strings.TrimSpace(line))
+	}
+	update(file, +1)
+	time.Sleep(d)
+	update(file, -1)
+	fmt.Println("ok")
+}
+
+func update(file string, delta int) {
+	f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	cur, _ := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	cur += delta
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(cur)+"\n"), 0)
+	mb, _ := os.ReadFile(file + ".max")
+	max, _ := strconv.Atoi(strings.TrimSpace(string(mb)))
+	if cur > max {
+		os.WriteFile(file+".max", []byte(strconv.Itoa(cur)+"\n"), 0o644)
+	}
+}
+
+func appendLine(file, line string) {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		panic(err)
+	}
+	f.WriteString(line + "\n")
+	f.Close()
+}
+
+func stream(n int) {
+	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	var x uint32 = 2463534242
+	for i := 0; i < n; i++ {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		w.WriteByte(byte(x))
+	}
+	w.Flush()
+}
