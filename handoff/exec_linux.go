@@ -14,6 +14,8 @@ type Command struct {
 	Path    string   // absolute path of the executable
 	Argv    []string // argv[0] included
 	BaseEnv []string // the environment every handler starts from
+
+	envBuf []string // reused per spawn: ForkExec reads it only during the call
 }
 
 // Resolve finds name the way a shell would (PATH lookup unless it contains a
@@ -82,11 +84,12 @@ func unwrapPathErr(err error) error {
 //
 // It returns the PID and a pidfd (close-on-exec) that becomes readable when
 // the handler exits. syscall.ForkExec uses vfork semantics on Linux, which
-// keeps this path close to posix_spawn in cost.
+// keeps this path close to posix_spawn in cost. Not safe for concurrent use:
+// the worker calls it from its one event loop.
 func (c *Command) StartHandler(conn, stderr int, connEnv []string) (pid, pidfd int, err error) {
-	env := make([]string, 0, len(c.BaseEnv)+len(connEnv))
-	env = append(env, c.BaseEnv...)
+	env := append(c.envBuf[:0], c.BaseEnv...)
 	env = append(env, connEnv...)
+	c.envBuf = env
 	pidfd = -1
 	attr := &syscall.ProcAttr{
 		Env:   env,

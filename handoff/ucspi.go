@@ -29,9 +29,12 @@ var ConnVars = []string{
 //	unix: PROTO=UNIX UNIXREMOTEEUID UNIXREMOTEEGID UNIXREMOTEPID UNIXLOCALPATH
 //
 // PROTO stays TCP for IPv6 too, so "${PROTO}REMOTEIP" always resolves; an
-// IPv4 client of a dual-stack socket is shown as plain IPv4.
-func DescribeConn(fd int) Peer {
-	remote, _ := unix.Getpeername(fd)
+// IPv4 client of a dual-stack socket is shown as plain IPv4. remote is the
+// address accept returned; nil means ask the kernel.
+func DescribeConn(fd int, remote unix.Sockaddr) Peer {
+	if remote == nil {
+		remote, _ = unix.Getpeername(fd)
+	}
 	local, _ := unix.Getsockname(fd)
 	if rip, rport, ok := inetAddr(remote); ok {
 		lip, lport, _ := inetAddr(local)

@@ -23,7 +23,7 @@ func (w *Worker) acceptFrom(l config.ListenerFD) {
 		if w.cfg.WhenFull == config.WhenFullQueue && verdict != throttle.Admit {
 			return
 		}
-		fd, _, err := unix.Accept4(l.FD, unix.SOCK_CLOEXEC)
+		fd, remote, err := unix.Accept4(l.FD, unix.SOCK_CLOEXEC)
 		if err != nil {
 			w.acceptFailed(l, err)
 			return
@@ -31,13 +31,13 @@ func (w *Worker) acceptFrom(l config.ListenerFD) {
 		w.acceptBackoff.Reset()
 		switch {
 		case verdict == throttle.Full:
-			w.reject(fd, handoff.DescribeConn(fd).Text, "full", "processes", w.adm.Slots.Used())
+			w.reject(fd, handoff.DescribeConn(fd, remote).Text, "full", "processes", w.adm.Slots.Used())
 		case verdict == throttle.Overloaded:
-			w.reject(fd, handoff.DescribeConn(fd).Text, "overloaded", "load", load)
+			w.reject(fd, handoff.DescribeConn(fd, remote).Text, "overloaded", "load", load)
 		case time.Now().Before(w.spawnHoldUntil):
-			w.reject(fd, handoff.DescribeConn(fd).Text, "spawn failing, backing off", "retry_in", time.Until(w.spawnHoldUntil).Round(time.Millisecond).String())
+			w.reject(fd, handoff.DescribeConn(fd, remote).Text, "spawn failing, backing off", "retry_in", time.Until(w.spawnHoldUntil).Round(time.Millisecond).String())
 		default:
-			w.spawn(fd)
+			w.spawn(fd, remote)
 		}
 	}
 }
@@ -59,8 +59,8 @@ func (w *Worker) acceptFailed(l config.ListenerFD, err error) {
 // spawn hands connection fd to a new handler. On failure the connection is
 // answered (with the reject message, if any) and closed at once, and later
 // connections are answered the same way until a backoff has passed.
-func (w *Worker) spawn(fd int) {
-	peer := handoff.DescribeConn(fd)
+func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
+	peer := handoff.DescribeConn(fd, remote)
 	pid, pidfd, err := w.cmd.StartHandler(fd, 2, peer.Env)
 	if err != nil {
 		d := w.spawnBackoff.Fail()
@@ -75,14 +75,18 @@ func (w *Worker) spawn(fd int) {
 	h := &handler{pid: pid, pidfd: pidfd, start: time.Now(), peer: peer.Text}
 	w.track(h)
 	w.counters.accepted++
-	w.log.Info("START", "peer", peer.Text, "pid", pid)
+	if w.logConns {
+		w.log.Info("START", "peer", peer.Text, "pid", pid)
+	}
 }
 
 // reject answers a connection that will not be handed on and closes it.
 func (w *Worker) reject(fd int, peer, reason string, attrs ...any) {
 	w.counters.rejected++
 	w.answerAndClose(fd)
-	w.log.Info("FAIL", append([]any{"peer", peer, "reason", reason}, attrs...)...)
+	if w.logConns {
+		w.log.Info("FAIL", append([]any{"peer", peer, "reason", reason}, attrs...)...)
+	}
 }
 
 // answerAndClose writes the reject message (if any) and closes. Closing a

@@ -34,7 +34,7 @@ func exitAttrs(ws syscall.WaitStatus) []any {
 }
 
 // reap collects the exit status of an own child whose pidfd became readable.
-func (h *handler) reap(log *slog.Logger) {
+func (h *handler) reap(log *slog.Logger, logExit bool) {
 	if h.inherited {
 		log.Debug("inherited handler gone", "pid", h.pid)
 		return
@@ -50,6 +50,9 @@ func (h *handler) reap(log *slog.Logger) {
 			return
 		}
 		break
+	}
+	if !logExit {
+		return
 	}
 	attrs := append([]any{"pid", h.pid}, exitAttrs(ws)...)
 	attrs = append(attrs, "duration", time.Since(h.start).Round(time.Millisecond).String(), "peer", h.peer)

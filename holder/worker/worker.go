@@ -5,10 +5,12 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -43,6 +45,7 @@ type Worker struct {
 	acceptBackoff     *throttle.Backoff
 	acceptPausedUntil time.Time
 
+	logConns   bool         // info level on: one line per connection
 	stopSignal atomic.Value // os.Signal, set by the signal goroutine
 	stopping   bool
 	counters   struct{ accepted, rejected, spawnFailures int }
@@ -66,6 +69,9 @@ func Main() int {
 		return 2
 	}
 	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "worker", "gen", fds.Generation)
+	// The worker's live heap is a few hundred KiB; collecting it at every
+	// doubling costs CPU on the spawn path for no memory worth having.
+	debug.SetGCPercent(400)
 	w, err := newWorker(cfg, fds, log)
 	if err != nil {
 		log.Error("worker cannot start", "error", err)
@@ -88,6 +94,7 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Wo
 			Load:  throttle.LoadGate{Limit: cfg.LoadAverage, Path: cfg.LoadavgPath},
 		},
 		kinds:         map[int]fdKind{},
+		logConns:      log.Enabled(context.Background(), slog.LevelInfo),
 		handlers:      handlers{},
 		spawnBackoff:  throttle.NewBackoff(10*time.Millisecond, time.Second),
 		acceptBackoff: throttle.NewBackoff(10*time.Millisecond, time.Second),
@@ -151,7 +158,7 @@ func (w *Worker) handlerDone(pidfd int) {
 	delete(w.handlers, pidfd)
 	delete(w.kinds, pidfd)
 	w.poll.del(pidfd)
-	h.reap(w.log)
+	h.reap(w.log, w.logConns)
 	unix.Close(pidfd)
 	w.adm.Slots.Release()
 }

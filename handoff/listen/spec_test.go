@@ -1,0 +1,103 @@
+package listen
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseForms(t *testing.T) {
+	wd, _ := os.Getwd()
+	cases := []struct {
+		uri  string
+		want Spec
+	}{
+		{"tcp://:873", Spec{Network: "tcp", Port: 873}},
+		{"tcp://127.0.0.1:80", Spec{Network: "tcp", Host: "127.0.0.1", Port: 80}},
+		{"tcp6://[::1]:0", Spec{Network: "tcp6", Host: "::1"}},
+		{"tcp4://0.0.0.0:8080", Spec{Network: "tcp4", Host: "0.0.0.0", Port: 8080}},
+		{"unix:///run/x.sock", Spec{Network: "unix", Path: "/run/x.sock"}},
+		{"unix:rel/x.sock", Spec{Network: "unix", Path: filepath.Join(wd, "rel/x.sock")}},
+		{"unix:@abstract", Spec{Network: "unix", Path: "@abstract"}},
+		{"unix://@abstract", Spec{Network: "unix", Path: "@abstract"}},
+		{"fd://3", Spec{Network: "fd", FD: 3}},
+		{"fd://web", Spec{Network: "fd", FD: -1, FDName: "web"}},
+		{"unix:///run/x.sock?mode=0660&owner=0&group=0", Spec{Network: "unix", Path: "/run/x.sock", Mode: 0o660, HasMode: true, UID: 0, GID: 0}},
+	}
+	for _, c := range cases {
+		got, err := Parse(c.uri)
+		if err != nil {
+			t.Errorf("%s: %v", c.uri, err)
+			continue
+		}
+		if c.want.FD == 0 && c.want.Network != "fd" {
+			c.want.FD = -1
+		}
+		if !c.want.HasMode && c.want.UID == 0 && !strings.Contains(c.uri, "owner") {
+			c.want.UID, c.want.GID = -1, -1
+		}
+		c.want.URI, c.want.Name = c.uri, c.uri
+		if got != c.want {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.uri, got, c.want)
+		}
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for uri, want := range map[string]string{
+		"":                                  "scheme:address",
+		"873":                               "scheme:address",
+		"http://x:1":                        "unknown scheme",
+		"tcp://x":                           "missing port",
+		"tcp://:70000":                      "bad port",
+		"unix://relative":                   "absolute path",
+		"unix:":                             "scheme:address",
+		"unix:@":                            "empty abstract",
+		"fd://1":                            "stdin/stdout/stderr",
+		"unix:/x?mode=999":                  "mode",
+		"unix:/x?owner=no-such-u":           "owner",
+		"tcp://:1?mode=0600":                "unix sockets only",
+		"unix:@a?mode=0600":                 "abstract",
+		"unix:/x?colour=blue":               "unknown option",
+		"unix:/" + strings.Repeat("a", 120): "107",
+	} {
+		_, err := Parse(uri)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want an error containing %q", uri, err, want)
+		}
+	}
+}
+
+func TestFromPortFamilies(t *testing.T) {
+	for _, c := range []struct {
+		ipv4, ipv6 bool
+		network    string
+	}{{false, false, "tcp"}, {true, false, "tcp4"}, {false, true, "tcp6"}, {true, true, "tcp"}} {
+		specs, err := FromPort("873", "", c.ipv4, c.ipv6)
+		if err != nil || len(specs) != 1 || specs[0].Network != c.network || specs[0].Port != 873 {
+			t.Errorf("ipv4=%v ipv6=%v: %+v %v", c.ipv4, c.ipv6, specs, err)
+		}
+	}
+	if _, err := FromPort("rsync", "", false, false); err == nil {
+		t.Error("non-numeric port accepted")
+	}
+}
+
+func TestTCPBindsWildcardIsOneDualStackSocket(t *testing.T) {
+	b, err := tcpBinds(Spec{Network: "tcp"})
+	if err != nil || len(b) != 1 || b[0].v6only {
+		t.Fatalf("%+v %v", b, err)
+	}
+	b, _ = tcpBinds(Spec{Network: "tcp6"})
+	if len(b) != 1 || !b[0].v6only {
+		t.Fatalf("tcp6 wildcard must be IPv6 only: %+v", b)
+	}
+	b, _ = tcpBinds(Spec{Network: "tcp", Host: "::1"})
+	if len(b) != 1 || !b[0].v6only {
+		t.Fatalf("a specific IPv6 address is IPv6 only: %+v", b)
+	}
+	if _, err := tcpBinds(Spec{Network: "tcp6", Host: "127.0.0.1"}); err == nil {
+		t.Fatal("tcp6 with an IPv4 address accepted")
+	}
+}
