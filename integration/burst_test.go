@@ -38,14 +38,7 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 				return
 			default:
 			}
-			n := 0
-			for _, pid := range childrenOf(in.pid()) {
-				if pid == in.workerPID() {
-					n += len(childrenOf(pid))
-				} else {
-					n++
-				}
-			}
+			n := liveHandlers(in.pid(), in.workerPID())
 			if int64(n) > maxSeen.Load() {
 				maxSeen.Store(int64(n))
 			}
@@ -113,6 +106,30 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 	if n := in.count(msgIs("FAIL")); n != 0 {
 		t.Errorf("%d connections failed", n)
 	}
+}
+
+// liveHandlers counts handlers alive at one instant: children of the worker
+// plus children of the holder other than the worker. The children files are
+// per thread and read one after another, so a handler reaped during the scan
+// and its replacement can both be listed; keeping only the PIDs still alive
+// when checked again after the scan makes the count sound: each of them was
+// alive at the moment the first of them was checked.
+func liveHandlers(holder, worker int) int {
+	var listed []int
+	for _, pid := range childrenOf(holder) {
+		if pid == worker {
+			listed = append(listed, childrenOf(pid)...)
+		} else {
+			listed = append(listed, pid)
+		}
+	}
+	n := 0
+	for _, pid := range listed {
+		if processAlive(pid) {
+			n++
+		}
+	}
+	return n
 }
 
 func abs(x int) int {
