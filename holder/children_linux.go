@@ -105,3 +105,36 @@ func bootTime() (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// parentOf reads pid's parent PID from /proc (0 if unknown).
+func parentOf(pid int) int {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
+}
+
+// isWorkerProcess reports whether pid was started as a sockhold worker: its
+// initial environment says so. Handlers never carry the marker.
+func isWorkerProcess(pid int) bool {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	for _, kv := range bytes.Split(env, []byte{0}) {
+		if string(kv) == "SOCKHOLD_ROLE=worker" {
+			return true
+		}
+	}
+	return false
+}

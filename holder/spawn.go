@@ -23,7 +23,7 @@ const (
 
 // Spawn runs sockhold in spawn mode (the burst dampener) until it is stopped
 // and returns the process exit status.
-func Spawn(o config.Spawn) int {
+func Spawn(o config.Spawn, version string) int {
 	handoff.CloseOnExecFrom(3)
 	inh, err := listen.InheritFromEnv()
 	if err != nil {
@@ -51,7 +51,12 @@ func Spawn(o config.Spawn) int {
 	for _, s := range socks {
 		log.Info("listening", "addr", s.Addr, "name", s.Spec.Name, "inherited", s.Inherited)
 	}
-	return New(cfg, log, exe, socks).Run()
+	h := New(cfg, log, exe, version, socks)
+	if err := h.openControl(); err != nil {
+		h.closeSockets()
+		return fail(ExitFailure, err)
+	}
+	return h.Run()
 }
 
 // fail prints err as the one line a user sees and returns status.

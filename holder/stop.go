@@ -2,7 +2,8 @@ package holder
 
 import (
 	"syscall"
-	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockhold/sockhold/holder/config"
 )
@@ -20,31 +21,37 @@ const (
 )
 
 // stop begins (or, on a repeated signal, hurries) an orderly stop: the
-// worker stops accepting and exits, then the handlers are treated as
+// workers stop accepting and exit, then the handlers are treated as
 // --on-stop says.
 func (h *Holder) stop(sig syscall.Signal) {
 	if h.stopping {
-		if h.worker == nil && h.phase < phaseKill {
+		if len(h.workers) == 0 && h.phase < phaseKill {
 			h.log.Warn("repeated stop signal: hurrying", "signal", sig.String())
 			h.enterPhase(h.phase + 1)
 		}
 		return
 	}
 	h.stopping = true
+	h.notify.stopping()
 	h.log.Info("stopping", "signal", sig.String(), "on_stop", h.cfg.OnStop)
-	if h.worker == nil {
-		h.drain()
-		return
+	if h.upgrade != nil {
+		h.finishUpgrade(false, "sockhold is stopping")
 	}
-	syscall.Kill(h.worker.pid, syscall.SIGTERM)
-	// A worker that does not stop within the grace is killed; its handlers
-	// are then orphaned to the holder like any others.
-	gen := h.worker.gen
-	time.AfterFunc(h.cfg.KillGrace, func() { h.events <- event{kind: evKillWorker, gen: gen} })
+	for pid := range h.workers {
+		syscall.Kill(pid, syscall.SIGTERM)
+		// A worker that does not stop within the grace is killed; its
+		// handlers are then orphaned to the holder like any others.
+		h.after(h.cfg.KillGrace, event{kind: evKillWorker, pid: pid})
+	}
+	h.drainIfNoWorkers()
 }
 
-// drain applies --on-stop once no worker is left.
-func (h *Holder) drain() {
+// drainIfNoWorkers applies --on-stop once every worker has gone.
+func (h *Holder) drainIfNoWorkers() {
+	if !h.stopping || len(h.workers) > 0 || h.phase != phaseNone {
+		return
+	}
+	h.adoptOrphans(h.gen)
 	switch h.cfg.OnStop {
 	case config.OnStopLeave:
 		h.enterPhase(phaseLeave)
@@ -60,15 +67,14 @@ func (h *Holder) enterPhase(p stopPhase) {
 	switch p {
 	case phaseWait:
 		if h.cfg.StopTimeout > 0 {
-			h.after(h.cfg.StopTimeout, phaseTerm)
+			h.after(h.cfg.StopTimeout, event{kind: evStopTimer, phase: phaseTerm})
 		}
 		h.log.Info("waiting for handlers to finish", "live", len(childPIDs()), "timeout", h.cfg.StopTimeout.String())
 	case phaseTerm:
-		n := h.signalChildren(syscall.SIGTERM)
-		if n > 0 {
+		if n := h.signalChildren(syscall.SIGTERM); n > 0 {
 			h.log.Warn("sent SIGTERM to handlers", "count", n)
 		}
-		h.after(h.cfg.KillGrace, phaseKill)
+		h.after(h.cfg.KillGrace, event{kind: evStopTimer, phase: phaseKill})
 	case phaseKill:
 		if n := h.signalChildren(syscall.SIGKILL); n > 0 {
 			h.log.Warn("sent SIGKILL to handlers", "count", n)
@@ -81,10 +87,6 @@ func (h *Holder) enterPhase(p stopPhase) {
 		return
 	}
 	h.finishIfEmpty()
-}
-
-func (h *Holder) after(d time.Duration, p stopPhase) {
-	time.AfterFunc(d, func() { h.events <- event{kind: evStopTimer, phase: p} })
 }
 
 // signalChildren signals every remaining child of the holder, handlers and
@@ -101,7 +103,7 @@ func (h *Holder) signalChildren(sig syscall.Signal) int {
 
 // finishIfEmpty ends the stop once the holder has no children left.
 func (h *Holder) finishIfEmpty() {
-	if h.phase == phaseNone || h.worker != nil {
+	if h.phase == phaseNone || len(h.workers) > 0 {
 		return
 	}
 	if len(childPIDs()) == 0 {
@@ -114,6 +116,15 @@ func (h *Holder) finish() {
 		return
 	}
 	h.closeSockets()
+	h.closeControl()
+	if h.rendezvous >= 0 {
+		unix.Shutdown(h.rendezvous, unix.SHUT_RDWR)
+		unix.Close(h.rendezvous)
+		h.rendezvous = -1
+	}
+	for _, o := range h.orphans {
+		unix.Close(o.pidfd)
+	}
 	h.log.Info("stopped")
 	h.done = true
 }

@@ -90,12 +90,36 @@ type instance struct {
 	exit  chan struct{}
 	state *os.ProcessState
 	addrs []string
+	ctl   string
 }
 
 type startOpts struct {
 	env        []string
 	extraFiles []*os.File
 	argv0      string // run through this wrapper (e.g. sh -c) instead of the binary directly
+	noControl  bool   // leave --control to its default
+}
+
+// controlPath is a private control socket path, short enough for sun_path.
+func controlPath(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "shc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "ctl")
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // start runs sockhold with args (plus JSON debug logging) and waits until it
@@ -111,6 +135,7 @@ func startWith(t *testing.T, o startOpts, args ...string) *instance {
 	for _, r := range in.all(func(r record) bool { return r.str("msg") == "listening" }) {
 		in.addrs = append(in.addrs, r.str("addr"))
 	}
+	in.ctl = in.waitFor(0, msgIs("holder started")).str("control")
 	return in
 }
 
@@ -118,6 +143,9 @@ func startWith(t *testing.T, o startOpts, args ...string) *instance {
 func launch(t *testing.T, o startOpts, args ...string) *instance {
 	t.Helper()
 	full := append([]string{"--log-format", "json", "-vv"}, args...)
+	if !hasFlag(args, "--control") && !o.noControl {
+		full = append([]string{"--control", controlPath(t)}, full...)
+	}
 	var cmd *exec.Cmd
 	if o.argv0 != "" {
 		cmd = exec.Command("sh", append([]string{"-c", o.argv0, "sh", sockholdBin}, full...)...)

@@ -102,6 +102,9 @@ func TestHandlerEnvironment(t *testing.T) {
 				t.Errorf("internal variable leaked to handler: %s", k)
 			}
 		}
+		if env["SOCKHOLD_VERSION"] != "it-1" || env["SOCKHOLD_GENERATION"] != "1" {
+			t.Errorf("SOCKHOLD_VERSION=%q SOCKHOLD_GENERATION=%q, want it-1 and 1", env["SOCKHOLD_VERSION"], env["SOCKHOLD_GENERATION"])
+		}
 	}
 	env := parseEnv(mustRoundTrip(t, sock, ""))
 	want := map[string]string{

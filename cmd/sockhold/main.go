@@ -35,6 +35,9 @@ type spawnCmd struct {
 	Verbose       int           `short:"v" type:"counter" help:"More log output: -v logs each connection (START/EXIT/FAIL), -vv adds debug."`
 	LogFormat     string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
 
+	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener, under $XDG_RUNTIME_DIR/sockhold or /run/sockhold)."`
+	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a new worker may take to become ready before the upgrade is abandoned."`
+
 	Port string   `arg:"" optional:"" name:"PORT" help:"TCP port to listen on (optional with --listen)."`
 	Cmd  []string `arg:"" optional:"" passthrough:"" name:"CMD" help:"Command (and arguments) run for each connection, with the connection as stdin and stdout. Put it after --."`
 }
@@ -47,18 +50,65 @@ func (c *spawnCmd) Run() error {
 		Processes: c.Processes, WhenFull: c.WhenFull, RejectMessage: c.RejectMessage,
 		OnStop: c.OnStop, StopTimeout: c.StopTimeout, KillGrace: c.KillGrace,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
-	}))
+		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
+	}, version))
+	return nil
+}
+
+// target names the running sockhold a control command talks to.
+type target struct {
+	Control string   `placeholder:"PATH" help:"The control socket (default: derived from PORT or --listen, or the only one running)."`
+	Listen  []string `short:"l" placeholder:"URI" help:"The first --listen URI the instance was started with, to find its control socket."`
+	Port    string   `arg:"" optional:"" name:"PORT" help:"The PORT the instance was started with, to find its control socket."`
+}
+
+func (t target) opts() holder.ClientOptions {
+	return holder.ClientOptions{Control: t.Control, Port: t.Port, Listen: t.Listen}
+}
+
+type upgradeCmd struct {
+	target
+	Wait    bool          `help:"Wait until the new generation serves; exit non-zero with the reason if it does not."`
+	Timeout time.Duration `default:"60s" help:"With --wait: how long to wait for the answer."`
+}
+
+func (c *upgradeCmd) Run() error {
+	o := c.opts()
+	o.Wait, o.Timeout = c.Wait, c.Timeout
+	os.Exit(holder.Client("upgrade", o))
+	return nil
+}
+
+type statusCmd struct {
+	target
+	JSON bool `name:"json" help:"Print JSON."`
+}
+
+func (c *statusCmd) Run() error {
+	o := c.opts()
+	o.JSON = c.JSON
+	os.Exit(holder.Client("status", o))
+	return nil
+}
+
+type stopCmd struct{ target }
+
+func (c *stopCmd) Run() error {
+	os.Exit(holder.Client("stop", c.opts()))
 	return nil
 }
 
 type cli struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 	Spawn   spawnCmd         `cmd:"" default:"withargs" help:"Accept each connection and run CMD for it, at most --processes at once; excess connections wait in the kernel's queue (the default command)."`
+	Upgrade upgradeCmd       `cmd:"" help:"Replace the running worker with the sockhold binary now on disk, without refusing a connection (as SIGHUP)."`
+	Status  statusCmd        `cmd:"" help:"Show the running sockhold: generation, handlers, queue, counters."`
+	Stop    stopCmd          `cmd:"" help:"Stop the running sockhold (as SIGTERM)."`
 }
 
 func main() {
 	if config.IsWorker() {
-		os.Exit(worker.Main())
+		os.Exit(worker.Main(version))
 	}
 	var c cli
 	parser, err := kong.New(&c,

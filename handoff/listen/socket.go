@@ -72,7 +72,10 @@ func OpenAll(specs []Spec, opt Options, inh *Inherited) (socks []*Socket, warnin
 // Close closes the descriptor and removes the unix socket file if sockhold
 // created it and it is still the same file.
 func (s *Socket) Close() error {
-	err := unix.Close(s.FD)
+	var err error
+	if s.FD >= 0 {
+		err = unix.Close(s.FD)
+	}
 	if s.path != nil {
 		s.path.remove()
 	}

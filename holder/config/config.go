@@ -52,6 +52,9 @@ type Config struct {
 	KillGrace     time.Duration
 	LogFormat     string
 	LogLevel      slog.Level
+
+	UpgradeTimeout time.Duration
+	Control        string // control socket path
 }
 
 // Spawn holds spawn mode's command-line values before validation.
@@ -72,6 +75,9 @@ type Spawn struct {
 	Verbose       int
 	LogFormat     string
 	Command       []string
+
+	UpgradeTimeout time.Duration
+	Control        string // "" = derived from the first listener
 }
 
 // ErrUsage marks errors in what the user asked for (exit status 2), as
@@ -98,6 +104,8 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		KillGrace:     o.KillGrace,
 		LogFormat:     o.LogFormat,
 		LogLevel:      LevelFor(o.Verbose),
+
+		UpgradeTimeout: o.UpgradeTimeout,
 	}
 	if p := os.Getenv(LoadavgEnv); p != "" {
 		c.LoadavgPath = p
@@ -111,6 +119,8 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--backlog %d: want a positive number", o.Backlog)
 	case o.LoadRecheck <= 0:
 		return nil, usage("--load-recheck %v: want a positive duration", o.LoadRecheck)
+	case o.UpgradeTimeout <= 0:
+		return nil, usage("--upgrade-timeout %v: want a positive duration", o.UpgradeTimeout)
 	case o.StopTimeout < 0 || o.KillGrace < 0:
 		return nil, usage("--stop-timeout and --kill-grace must not be negative")
 	}
@@ -147,6 +157,10 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("%v", err)
 	}
 	c.Command, c.CommandPath = o.Command, path
+	c.Control = o.Control
+	if c.Control == "" {
+		c.Control = DefaultControlPath(c.Listen[0])
+	}
 	return c, nil
 }
 

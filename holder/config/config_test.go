@@ -41,7 +41,7 @@ func TestVerbosityAsSocketBurstDampener(t *testing.T) {
 
 func valid() Spawn {
 	return Spawn{Port: "873", Processes: 1, LoadRecheck: time.Second, WhenFull: WhenFullQueue,
-		OnStop: OnStopWait, Command: []string{"true"}}
+		OnStop: OnStopWait, Command: []string{"true"}, UpgradeTimeout: time.Second}
 }
 
 func TestFromSpawnUsageErrors(t *testing.T) {
@@ -56,6 +56,7 @@ func TestFromSpawnUsageErrors(t *testing.T) {
 		"missing cmd":  func(s *Spawn) { s.Command = []string{"no-such-command-xyz"} },
 		"nothing":      func(s *Spawn) { s.Port = "" },
 		"zero recheck": func(s *Spawn) { s.LoadRecheck = 0 },
+		"zero upgrade": func(s *Spawn) { s.UpgradeTimeout = 0 },
 	} {
 		s := valid()
 		mutate(&s)

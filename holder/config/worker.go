@@ -4,19 +4,26 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 )
 
-// Environment variables through which the holder starts a worker. Every
-// SOCKHOLD_ variable is removed from what handlers see.
+// Environment variables through which the holder starts a worker. They are
+// removed from what handlers see (so are tableflip's).
 const (
 	RoleEnv   = "SOCKHOLD_ROLE"   // "worker" in a worker process
 	ConfigEnv = "SOCKHOLD_CONFIG" // Config as JSON
 	FDsEnv    = "SOCKHOLD_FDS"    // WorkerFDs as JSON
-	EnvPrefix = "SOCKHOLD_"
 )
 
-// ListenerFD is a listening socket at a known descriptor in the worker.
+// InternalEnv lists the variables that never reach a handler or an app.
+var InternalEnv = []string{RoleEnv, ConfigEnv, FDsEnv}
+
+// InternalEnvPrefixes are variable families that never reach a handler:
+// tableflip's upgrade handshake marker among them.
+var InternalEnvPrefixes = []string{"TABLEFLIP_", "LISTEN_"}
+
+// ListenerFD is a listening socket the first worker finds at a known
+// descriptor. Workers started by an upgrade get the same sockets by name
+// from tableflip instead; Addr and Family still describe them.
 type ListenerFD struct {
 	FD     int
 	Family int
@@ -24,27 +31,20 @@ type ListenerFD struct {
 	Name   string
 }
 
-// HandlerFD is a handler started by an earlier generation that is still
-// alive: the worker counts it against --processes until its pidfd says it
-// has exited.
-type HandlerFD struct {
-	PIDFD int
-	PID   int
-	Start time.Time
+// WorkerFDs tells a worker where its inherited resources are.
+type WorkerFDs struct {
+	Rendezvous string // the holder's abstract socket to dial
+	Listeners  []ListenerFD
 }
 
-// WorkerFDs tells a worker which inherited descriptor is which.
-type WorkerFDs struct {
-	Generation int
-	Control    int // SOCK_SEQPACKET link to the holder
-	Listeners  []ListenerFD
-	Handlers   []HandlerFD
-}
+// TableflipName is the name listener i travels under from one worker
+// generation to the next. Config order never changes across upgrades.
+func TableflipName(i int) string { return fmt.Sprintf("listener-%d", i) }
 
 // IsWorker reports whether this process was started as a worker.
 func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
 
-// EncodeFDs serialises w for the worker's environment.
+// Encode serialises w for the worker's environment.
 func (w WorkerFDs) Encode() string {
 	b, _ := json.Marshal(w)
 	return string(b)

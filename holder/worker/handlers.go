@@ -17,6 +17,7 @@ type handler struct {
 	start     time.Time
 	peer      string
 	inherited bool
+	gen       int // for inherited handlers: the generation that started them
 }
 
 // handlers is the worker's table of live handlers, keyed by pidfd.

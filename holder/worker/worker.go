@@ -1,7 +1,7 @@
 // Package worker is the accept-and-spawn process: a re-execution of sockhold's
-// own binary that the holder starts with the listening sockets inherited. It
-// takes connections only while the throttle admits them and hands each to a
-// new handler process.
+// own binary, started by the holder or, on an upgrade, by the previous worker
+// through tableflip. It takes connections only while the throttle admits them
+// and hands each to a new handler process.
 package worker
 
 import (
@@ -11,14 +11,17 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"golang.org/x/sys/unix"
 
 	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/holder/logs"
 	"github.com/sockhold/sockhold/throttle"
 )
@@ -26,11 +29,16 @@ import (
 // Worker is one generation's accept loop and its table of live handlers.
 type Worker struct {
 	cfg       *config.Config
-	fds       *config.WorkerFDs
+	version   string
 	log       *slog.Logger
 	cmd       handoff.Command
 	listeners []config.ListenerFD
 	adm       throttle.Admission
+	upg       *tableflip.Upgrader
+
+	gen     int  // assigned by the holder in the adopt message
+	adopted bool // no accepting before the older generations are counted
+	holder  int  // link to the holder
 
 	poll     *poller
 	timer    *timer
@@ -47,7 +55,9 @@ type Worker struct {
 
 	logConns   bool         // info level on: one line per connection
 	stopSignal atomic.Value // os.Signal, set by the signal goroutine
+	upgrade    upgradeState
 	stopping   bool
+	exitCode   int
 	counters   struct{ accepted, rejected, spawnFailures int }
 }
 
@@ -62,17 +72,20 @@ const (
 )
 
 // Main runs a worker process and returns its exit status.
-func Main() int {
+func Main(version string) int {
+	// Inherited descriptors arrive without close-on-exec; mark them all at
+	// once so that no handler ever receives a listener, a pidfd or a link.
+	handoff.CloseOnExecFrom(3)
 	cfg, fds, err := config.WorkerFromEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sockhold worker:", err)
 		return 2
 	}
-	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "worker", "gen", fds.Generation)
+	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "worker", "worker_pid", os.Getpid())
 	// The worker's live heap is a few hundred KiB; collecting it at every
 	// doubling costs CPU on the spawn path for no memory worth having.
 	debug.SetGCPercent(400)
-	w, err := newWorker(cfg, fds, log)
+	w, err := newWorker(cfg, fds, log, version)
 	if err != nil {
 		log.Error("worker cannot start", "error", err)
 		return 1
@@ -80,30 +93,21 @@ func Main() int {
 	return w.run()
 }
 
-func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Worker, error) {
-	// Inherited descriptors arrive without close-on-exec; mark them all at
-	// once so that no handler ever receives a listener, a pidfd or the link.
-	handoff.CloseOnExecFrom(3)
+func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, version string) (*Worker, error) {
 	w := &Worker{
-		cfg:       cfg,
-		fds:       fds,
-		log:       log,
-		listeners: fds.Listeners,
+		cfg:     cfg,
+		version: version,
+		log:     log,
 		adm: throttle.Admission{
 			Slots: throttle.NewSlots(cfg.Processes),
 			Load:  throttle.LoadGate{Limit: cfg.LoadAverage, Path: cfg.LoadavgPath},
 		},
 		kinds:         map[int]fdKind{},
-		logConns:      log.Enabled(context.Background(), slog.LevelInfo),
 		handlers:      handlers{},
+		logConns:      log.Enabled(context.Background(), slog.LevelInfo),
 		spawnBackoff:  throttle.NewBackoff(10*time.Millisecond, time.Second),
 		acceptBackoff: throttle.NewBackoff(10*time.Millisecond, time.Second),
-		cmd: handoff.Command{
-			Path: cfg.CommandPath,
-			Argv: cfg.Command,
-			BaseEnv: handoff.FilterEnv(os.Environ(), handoff.ConnVars,
-				[]string{config.EnvPrefix, "LISTEN_"}),
-		},
+		cmd:           handoff.Command{Path: cfg.CommandPath, Argv: cfg.Command},
 	}
 	if m := cfg.RejectMessage; m != "" {
 		if m[len(m)-1] != '\n' {
@@ -112,6 +116,12 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Wo
 		w.rejectMessage = []byte(m)
 	}
 	var err error
+	if w.upg, err = tableflip.New(tableflip.Options{UpgradeTimeout: cfg.UpgradeTimeout}); err != nil {
+		return nil, fmt.Errorf("tableflip: %v", err)
+	}
+	if w.listeners, err = inheritListeners(w.upg, fds.Listeners); err != nil {
+		return nil, err
+	}
 	if w.poll, err = newPoller(); err != nil {
 		return nil, err
 	}
@@ -121,17 +131,16 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger) (*Wo
 	if w.wake, err = newWaker(); err != nil {
 		return nil, err
 	}
-	for fd, k := range map[int]fdKind{w.timer.fd: kindTimer, w.wake.fd: kindWake, fds.Control: kindHolder} {
+	if w.holder, err = link.Dial(fds.Rendezvous); err != nil {
+		return nil, err
+	}
+	for fd, k := range map[int]fdKind{w.timer.fd: kindTimer, w.wake.fd: kindWake, w.holder: kindHolder} {
 		if err := w.watch(fd, k); err != nil {
 			return nil, err
 		}
 	}
-	for _, l := range fds.Listeners {
-		unix.SetNonblock(l.FD, true)
+	for _, l := range w.listeners {
 		w.kinds[l.FD] = kindListener
-	}
-	for _, h := range fds.Handlers {
-		w.track(&handler{pid: h.PID, pidfd: h.PIDFD, start: h.Start, inherited: true})
 	}
 	return w, nil
 }
@@ -175,10 +184,18 @@ func (w *Worker) run() int {
 			w.wake.wake()
 		}
 	}()
+	// Say hello before Ready: the holder knows this PID is a worker before
+	// the previous generation (if any) learns the upgrade succeeded.
+	if err := link.Send(w.holder, link.Msg{Type: link.Hello, Version: w.version}); err != nil {
+		w.log.Error("cannot reach holder", "error", err)
+		return 1
+	}
+	if err := w.upg.Ready(); err != nil {
+		// The previous worker died mid-upgrade: the holder, not tableflip,
+		// decides whether this worker takes over.
+		w.log.Warn("tableflip could not tell the previous worker", "error", err)
+	}
 	w.rearm()
-	w.tellHolder("ready")
-	w.log.Info("worker serving", "pid", os.Getpid(), "listeners", len(w.listeners),
-		"inherited_handlers", len(w.fds.Handlers), "processes", w.cfg.Processes)
 	for !w.stopping {
 		ready, err := w.poll.wait()
 		if err != nil {
@@ -193,7 +210,7 @@ func (w *Worker) run() int {
 	w.log.Info("worker stopped accepting; handlers are left to the holder",
 		"live", len(w.handlers), "accepted", w.counters.accepted,
 		"rejected", w.counters.rejected, "spawn_failures", w.counters.spawnFailures)
-	return 0
+	return w.exitCode
 }
 
 func (w *Worker) dispatch(fd int) {
@@ -210,17 +227,13 @@ func (w *Worker) dispatch(fd int) {
 		w.timer.fired()
 	case kindWake:
 		w.wake.drain()
-		if s, ok := w.stopSignal.Load().(os.Signal); ok {
+		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
 			w.stopping = true
 		}
+		w.upgradeFinished()
 	case kindHolder:
-		var buf [64]byte
-		if n, err := unix.Read(fd, buf[:]); n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) {
-			w.log.Warn("holder is gone; worker stopping")
-			w.stopping = true
-			w.poll.del(fd)
-		}
+		w.fromHolder()
 	}
 }
 
@@ -231,7 +244,7 @@ func (w *Worker) rearm() {
 	now := time.Now()
 	verdict, load := w.adm.Check()
 	paused := now.Before(w.acceptPausedUntil)
-	want := !w.stopping && !paused &&
+	want := w.adopted && !w.stopping && !paused &&
 		(w.cfg.WhenFull == config.WhenFullReject || verdict == throttle.Admit)
 	if want != w.armed {
 		for _, l := range w.listeners {
@@ -244,7 +257,7 @@ func (w *Worker) rearm() {
 			}
 		}
 		w.armed = want
-		if !want && !w.stopping {
+		if !want && !w.stopping && w.adopted {
 			w.logQueue(verdict.String())
 		}
 	}
@@ -263,8 +276,11 @@ func (w *Worker) rearm() {
 	}
 }
 
-func (w *Worker) tellHolder(msg string) {
-	if _, err := unix.Write(w.fds.Control, []byte(msg)); err != nil {
-		w.log.Warn("cannot reach holder", "error", err)
-	}
+// handlerEnv is the environment every handler of this generation starts
+// from: sockhold's own, without its internal variables, plus
+// SOCKHOLD_VERSION and SOCKHOLD_GENERATION.
+func (w *Worker) handlerEnv() []string {
+	drop := append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION"}, handoff.ConnVars...), config.InternalEnv...)
+	env := handoff.FilterEnv(os.Environ(), drop, config.InternalEnvPrefixes)
+	return append(env, "SOCKHOLD_VERSION="+w.version, "SOCKHOLD_GENERATION="+strconv.Itoa(w.gen))
 }

@@ -24,16 +24,21 @@ func main() {
 	case "echo": // echo TEXT
 		fmt.Println(strings.Join(args, " "))
 	case "env":
-		for _, k := range strings.Fields("PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT REMOTE_ADDR REMOTE_PORT UNIXREMOTEEUID UNIXREMOTEEGID UNIXREMOTEPID UNIXLOCALPATH") {
+		for _, k := range strings.Fields("PROTO TCPREMOTEIP TCPREMOTEPORT TCPLOCALIP TCPLOCALPORT REMOTE_ADDR REMOTE_PORT UNIXREMOTEEUID UNIXREMOTEEGID UNIXREMOTEPID UNIXLOCALPATH SOCKHOLD_VERSION SOCKHOLD_GENERATION") {
 			if v, ok := os.LookupEnv(k); ok {
 				fmt.Printf("%s=%s\n", k, v)
 			}
 		}
+		// sockhold's internal variables must never reach a handler.
 		for _, kv := range os.Environ() {
-			if strings.HasPrefix(kv, "SOCKHOLD_") || strings.HasPrefix(kv, "LISTEN_") {
-				fmt.Printf("LEAK %s\n", kv)
+			for _, p := range []string{"SOCKHOLD_ROLE=", "SOCKHOLD_CONFIG=", "SOCKHOLD_FDS=", "TABLEFLIP_", "LISTEN_", "NOTIFY_SOCKET="} {
+				if strings.HasPrefix(kv, p) {
+					fmt.Printf("LEAK %s\n", kv)
+				}
 			}
 		}
+	case "version": // the version and generation of the sockhold serving it
+		fmt.Printf("%s %s\n", os.Getenv("SOCKHOLD_VERSION"), os.Getenv("SOCKHOLD_GENERATION"))
 	case "sleep": // sleep DURATION: then "ok"
 		d, _ := time.ParseDuration(args[0])
 		time.Sleep(d)

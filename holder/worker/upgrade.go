@@ -1,0 +1,133 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/link"
+)
+
+// upgradeState is the worker's side of one upgrade: tableflip runs in a
+// goroutine (it blocks until the new worker is ready or has failed) and
+// hands its result to the event loop.
+type upgradeState struct {
+	running bool
+	result  chan error
+}
+
+// inheritListeners finds the listening sockets: from tableflip, by name,
+// in a worker started by an upgrade; from the descriptors the holder placed,
+// in the first worker, which then registers them with tableflip so that
+// every later generation inherits them.
+func inheritListeners(upg *tableflip.Upgrader, given []config.ListenerFD) ([]config.ListenerFD, error) {
+	out := make([]config.ListenerFD, len(given))
+	for i, l := range given {
+		name := config.TableflipName(i)
+		if upg.HasParent() {
+			f, err := upg.Fds.File(name)
+			if err != nil || f == nil {
+				return nil, fmt.Errorf("listener %s (%s) not passed by the previous worker: %v", name, l.Addr, err)
+			}
+			fd, err := rawDup(f)
+			f.Close()
+			if err != nil {
+				return nil, err
+			}
+			l.FD = fd
+		} else {
+			// AddFile duplicates the descriptor; the os.File wrapper is
+			// only borrowed for that and must not close l.FD.
+			dup, err := unix.FcntlInt(uintptr(l.FD), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, err
+			}
+			f := os.NewFile(uintptr(dup), name)
+			err = upg.Fds.AddFile(name, f)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("tableflip: %v", err)
+			}
+		}
+		// O_NONBLOCK lives on the shared open file description: the
+		// epoll loop needs it, and it never changes anyone's accepted
+		// connections (accept4 does not inherit it).
+		unix.SetNonblock(l.FD, true)
+		out[i] = l
+	}
+	return out, nil
+}
+
+// rawDup duplicates f's descriptor without (*os.File).Fd, which would switch
+// the shared socket to blocking mode for every process holding it.
+func rawDup(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	err = rc.Control(func(raw uintptr) {
+		fd, dupErr = unix.FcntlInt(raw, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err != nil {
+		return -1, err
+	}
+	return fd, dupErr
+}
+
+// startUpgrade asks tableflip to start the binary now on disk. The loop
+// keeps serving meanwhile; the result arrives through upgradeFinished.
+func (w *Worker) startUpgrade() {
+	if w.upgrade.running {
+		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: "upgrade already in progress"})
+		return
+	}
+	w.upgrade.running = true
+	w.upgrade.result = make(chan error, 1)
+	w.log.Info("upgrade: starting the binary on disk")
+	go func(res chan<- error) {
+		// A worker that was itself started by an upgrade may only pass
+		// the sockets on once its own parent has gone; that parent exits
+		// promptly, so this wait is short.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.upg.WaitForParent(ctx); err != nil {
+			res <- fmt.Errorf("previous worker still running: %v", err)
+		} else {
+			res <- w.upg.Upgrade()
+		}
+		w.wake.wake()
+	}(w.upgrade.result)
+}
+
+// upgradeFinished collects tableflip's answer, if there is one. On success
+// this worker stops accepting and exits at once: its handlers are reparented
+// to the holder, which counts them for the new generation.
+func (w *Worker) upgradeFinished() {
+	if !w.upgrade.running {
+		return
+	}
+	var err error
+	select {
+	case err = <-w.upgrade.result:
+	default:
+		return
+	}
+	w.upgrade.running = false
+	if err != nil {
+		w.log.Warn("upgrade failed; still serving", "error", err)
+		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: err.Error()})
+		return
+	}
+	st := w.stats()
+	w.stopping = true
+	w.rearm() // stop watching the listeners before telling anyone
+	link.Send(w.holder, link.Msg{Type: link.Upgraded, Stats: &st})
+	w.log.Info("upgrade: new worker ready; exiting", "handlers_left", len(w.handlers))
+}

@@ -1,0 +1,330 @@
+package holder
+
+import (
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/link"
+)
+
+// workerProc is the holder's view of one worker process.
+type workerProc struct {
+	pid         int
+	gen         int // assigned when adopted
+	started     time.Time
+	link        int // -1 until the worker has dialled in
+	version     string
+	adoptSent   bool
+	serving     bool
+	upgraded    bool // it reported a successful upgrade and is leaving
+	fromUpgrade bool // started by a worker through tableflip
+}
+
+// linkMsg is a message from a worker with the descriptors it carried.
+type linkMsg struct {
+	link.Msg
+	fds []int
+}
+
+// closeLink shuts the link down; the reader goroutine then reports
+// evLinkDown, and only then is the descriptor closed, so that a reused
+// descriptor number can never be read by a stale goroutine.
+func (w *workerProc) closeLink() {
+	if w.link >= 0 {
+		unix.Shutdown(w.link, unix.SHUT_RDWR)
+	}
+}
+
+func (h *Holder) openRendezvous() error {
+	fd, name, err := link.Listen()
+	if err != nil {
+		return err
+	}
+	h.rendezvous, h.rendezvousName = fd, name
+	go func() {
+		for {
+			cfd, pid, uid, err := link.Accept(fd)
+			if err != nil {
+				return // closed at stop
+			}
+			h.events <- event{kind: evLinkUp, pid: pid, uid: uid, fd: cfd}
+		}
+	}()
+	return nil
+}
+
+// linkUp accepts a worker's link only from a process that is one: a
+// worker the holder started, a child of one (a worker started by an
+// upgrade), or an orphaned child of the holder that was started as a worker.
+func (h *Holder) linkUp(pid, uid, fd int) {
+	w := h.workers[pid]
+	switch {
+	case uid != os.Geteuid():
+	case w != nil && w.link < 0:
+	case w == nil && (h.workers[parentOf(pid)] != nil || (parentOf(pid) == os.Getpid() && isWorkerProcess(pid))):
+		w = &workerProc{pid: pid, started: time.Now(), link: -1, fromUpgrade: true}
+		h.workers[pid] = w
+	default:
+		w = nil
+	}
+	if w == nil {
+		h.log.Warn("refused a worker link from an unknown process", "pid", pid, "uid", uid)
+		unix.Close(fd)
+		return
+	}
+	w.link = fd
+	go func() {
+		for {
+			m, fds, err := link.Recv(fd)
+			if err != nil {
+				h.events <- event{kind: evLinkDown, pid: pid, fd: fd}
+				return
+			}
+			h.events <- event{kind: evLinkMsg, pid: pid, fd: fd, msg: linkMsg{m, fds}}
+		}
+	}()
+}
+
+func (h *Holder) linkDown(pid, fd int) {
+	if w := h.workers[pid]; w != nil && w.link == fd {
+		w.link = -1
+	}
+	unix.Close(fd)
+}
+
+func (h *Holder) linkMessage(pid int, m linkMsg) {
+	w := h.workers[pid]
+	if w == nil {
+		for _, fd := range m.fds {
+			unix.Close(fd)
+		}
+		return
+	}
+	switch m.Type {
+	case link.Hello:
+		w.version = m.Version
+		if w == h.current && !w.adoptSent {
+			h.sendAdopt(w)
+		}
+	case link.Serving:
+		w.serving = true
+		if w != h.current {
+			return
+		}
+		h.log.Info("serving", "gen", w.gen, "worker", w.pid, "version", w.version)
+		h.notify.ready(h.statusLine())
+		if h.upgrade != nil {
+			h.finishUpgrade(true, "")
+		} else if h.upgradeQueued {
+			h.upgradeQueued = false
+			h.requestUpgrade(nil)
+		}
+	case link.Upgraded:
+		w.upgraded = true
+		h.addTotals(m.Stats)
+	case link.UpgradeFailed:
+		if h.upgrade != nil && w == h.current {
+			h.finishUpgrade(false, m.Reason)
+		}
+	case link.StatusReply:
+		h.answerStatus(m.Stats)
+	}
+}
+
+// sendAdopt gives a new worker its generation number and the pidfds of
+// every handler still alive from earlier generations. The worker accepts
+// nothing before this, so --processes holds across the handover.
+func (h *Holder) sendAdopt(w *workerProc) {
+	h.gen++
+	w.gen = h.gen
+	w.adoptSent = true
+	var batch []*orphan
+	flush := func(more bool) {
+		m := link.Msg{Type: link.Adopt, Generation: w.gen, More: more}
+		var fds []int
+		for _, o := range batch {
+			m.PIDs = append(m.PIDs, o.pid)
+			m.Starts = append(m.Starts, o.start.UnixNano())
+			m.Gens = append(m.Gens, o.gen)
+			fds = append(fds, o.pidfd)
+		}
+		if err := link.Send(w.link, m, fds...); err != nil {
+			h.log.Error("cannot hand over to the new worker", "pid", w.pid, "error", err)
+		}
+		batch = batch[:0]
+	}
+	// SCM_RIGHTS carries at most 253 descriptors: large handovers go in
+	// several messages, and the worker starts accepting after the last.
+	for _, o := range h.orphans {
+		if len(batch) == 200 {
+			flush(true)
+		}
+		batch = append(batch, o)
+	}
+	flush(false)
+}
+
+// spawnWorker starts a worker, as a fresh process of the binary on disk,
+// or schedules another try.
+func (h *Holder) spawnWorker() {
+	w, err := h.startWorker()
+	if err != nil {
+		h.log.Error("cannot start worker", "binary", h.exe, "error", err)
+		h.scheduleRestart()
+		return
+	}
+	h.workers[w.pid] = w
+	h.current = w
+	h.log.Info("worker started", "pid", w.pid, "inherited_handlers", len(h.orphans))
+}
+
+// startWorker re-executes sockhold's binary, as it is on disk now, as a
+// worker with the listeners at known descriptors.
+func (h *Holder) startWorker() (*workerProc, error) {
+	files := []uintptr{0, 1, 2}
+	fds := config.WorkerFDs{Rendezvous: h.rendezvousName}
+	for _, s := range h.sockets {
+		fds.Listeners = append(fds.Listeners, config.ListenerFD{FD: len(files), Family: s.Family, Addr: s.Addr, Name: s.Spec.Name})
+		files = append(files, uintptr(s.FD))
+	}
+	env := handoff.FilterEnv(os.Environ(), config.InternalEnv, config.InternalEnvPrefixes)
+	env = append(env,
+		config.RoleEnv+"=worker",
+		config.ConfigEnv+"="+h.cfg.Encode(),
+		config.FDsEnv+"="+fds.Encode(),
+	)
+	pid, err := syscall.ForkExec(h.exe, []string{h.exe, "worker"}, &syscall.ProcAttr{
+		Env:   env,
+		Files: files,
+		// A process group of its own: a Ctrl-C at the terminal reaches
+		// the holder, which stops the worker in order.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &workerProc{pid: pid, started: time.Now(), link: -1}, nil
+}
+
+func (h *Holder) scheduleRestart() {
+	if h.restartPending || h.stopping {
+		return
+	}
+	d := h.restartBackoff.Fail()
+	h.restartPending = true
+	h.after(d, event{kind: evRestart})
+	h.log.Info("worker restart scheduled", "in", d.String())
+}
+
+// childExited handles one reaped child: a worker, or a handler a worker left.
+func (h *Holder) childExited(r reaped) {
+	if w := h.workers[r.pid]; w != nil {
+		delete(h.workers, r.pid)
+		w.closeLink()
+		if w == h.current {
+			h.current = nil
+			h.currentExited(w, r)
+		} else {
+			h.log.Info("worker exited", append([]any{"pid", r.pid}, waitAttrs(r.status)...)...)
+		}
+		return
+	}
+	attrs := append([]any{"pid", r.pid}, waitAttrs(r.status)...)
+	if o, ok := h.orphans[r.pid]; ok {
+		delete(h.orphans, r.pid)
+		unix.Close(o.pidfd)
+		attrs = append(attrs, "gen", o.gen)
+		if !o.start.IsZero() {
+			attrs = append(attrs, "duration", time.Since(o.start).Round(time.Millisecond).String())
+		}
+	}
+	h.log.Info("EXIT", append(attrs, "reaped_by", "holder")...)
+}
+
+// currentExited decides what follows the serving worker's exit: its
+// successor from an upgrade takes over, or a fresh worker is started.
+func (h *Holder) currentExited(old *workerProc, r reaped) {
+	h.adoptOrphans(old.gen)
+	if h.stopping {
+		h.log.Info("worker stopped", "pid", r.pid, "handlers_left", len(h.orphans))
+		for pid := range h.workers {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+		return
+	}
+	if next := h.successor(); next != nil {
+		if !old.upgraded {
+			h.log.Warn("worker exited during an upgrade; the new worker takes over",
+				append([]any{"pid", r.pid}, waitAttrs(r.status)...)...)
+		}
+		h.current = next
+		if next.link >= 0 && !next.adoptSent {
+			h.sendAdopt(next)
+		}
+		return
+	}
+	lived := time.Since(old.started)
+	if lived > 10*time.Second {
+		h.restartBackoff.Reset()
+	}
+	h.log.Warn("worker exited unexpectedly; starting another",
+		append([]any{"pid", r.pid, "lived", lived.Round(time.Millisecond).String(), "handlers_left", len(h.orphans)}, waitAttrs(r.status)...)...)
+	if h.upgrade != nil {
+		h.finishUpgrade(false, "the worker exited during the upgrade")
+	}
+	h.scheduleRestart()
+}
+
+// successor is the worker an upgrade started, now the holder's child.
+// If there are several (should not happen), the newest wins.
+func (h *Holder) successor() *workerProc {
+	var best *workerProc
+	for _, w := range h.workers {
+		if w.fromUpgrade && (best == nil || w.pid > best.pid) {
+			best = w
+		}
+	}
+	for _, w := range h.workers {
+		if w != best && w.fromUpgrade {
+			syscall.Kill(w.pid, syscall.SIGKILL)
+		}
+	}
+	return best
+}
+
+// adoptOrphans records every child of the holder that is not a worker: the
+// handlers a worker left behind. A worker started by an upgrade that has
+// not dialled in yet is recognised by its environment. A pidfd taken while
+// the child is still unreaped cannot refer to a reused PID.
+func (h *Holder) adoptOrphans(gen int) {
+	for _, pid := range childPIDs() {
+		if _, known := h.orphans[pid]; known || h.workers[pid] != nil {
+			continue
+		}
+		if isWorkerProcess(pid) {
+			h.workers[pid] = &workerProc{pid: pid, started: time.Now(), link: -1, fromUpgrade: true}
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // already gone: the next reap collects it
+		}
+		start, _ := processStart(pid)
+		h.orphans[pid] = &orphan{pid: pid, pidfd: fd, gen: gen, start: start}
+	}
+}
+
+func waitAttrs(ws syscall.WaitStatus) []any {
+	switch {
+	case ws.Exited():
+		return []any{"status", ws.ExitStatus()}
+	case ws.Signaled():
+		return []any{"signal", unix.SignalName(ws.Signal())}
+	}
+	return []any{"wait_status", int(ws)}
+}
