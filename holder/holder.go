@@ -79,6 +79,7 @@ const (
 	evUpgradeTimeout
 	evControl
 	evStatusTimeout
+	evServeDeadline
 )
 
 type event struct {
@@ -178,7 +179,16 @@ func (h *Holder) onEvent(ev event) {
 	case evControl:
 		h.onControl(ev.ctl)
 	case evStatusTimeout:
-		h.answerStatus(nil)
+		if ev.seq == statusSeq {
+			h.answerStatus(nil)
+		}
+	case evServeDeadline:
+		// A worker that has not started serving in time (it never
+		// dialled in, or hangs) is killed; its exit starts another.
+		if w := h.workers[ev.pid]; w != nil && w == h.current && !w.serving {
+			h.log.Warn("worker did not start serving in time; killing it", "pid", ev.pid)
+			syscall.Kill(ev.pid, syscall.SIGKILL)
+		}
 	case evStopTimer:
 		if h.stopping && h.phase < ev.phase {
 			h.enterPhase(ev.phase)

@@ -180,6 +180,7 @@ func (h *Holder) spawnWorker() {
 	}
 	h.workers[w.pid] = w
 	h.current = w
+	h.after(h.cfg.UpgradeTimeout, event{kind: evServeDeadline, pid: w.pid})
 	h.log.Info("worker started", "pid", w.pid, "inherited_handlers", len(h.orphans))
 }
 
@@ -266,6 +267,7 @@ func (h *Holder) currentExited(old *workerProc, r reaped) {
 		if next.link >= 0 && !next.adoptSent {
 			h.sendAdopt(next)
 		}
+		h.after(h.cfg.UpgradeTimeout, event{kind: evServeDeadline, pid: next.pid})
 		return
 	}
 	lived := time.Since(old.started)

@@ -108,28 +108,68 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 	}
 }
 
-// liveHandlers counts handlers alive at one instant: children of the worker
-// plus children of the holder other than the worker. The children files are
-// per thread and read one after another, so a handler reaped during the scan
-// and its replacement can both be listed; keeping only the PIDs still alive
-// when checked again after the scan makes the count sound: each of them was
-// alive at the moment the first of them was checked.
-func liveHandlers(holder, worker int) int {
-	var listed []int
-	for _, pid := range childrenOf(holder) {
-		if pid == worker {
-			listed = append(listed, childrenOf(pid)...)
-		} else {
-			listed = append(listed, pid)
+// liveHandlers counts handlers alive at one instant: descendants of the
+// holder (children of any worker generation, or orphans adopted by the
+// holder) that are running the test handler. A worker started by an upgrade
+// is a child of the old worker, and a handler between vfork and exec still
+// looks like a worker, so the executable is what tells them apart.
+//
+// The children files are per thread and read one after another, so a
+// handler reaped during the scan and its replacement can both be listed;
+// keeping only the PIDs still running the handler when checked again after
+// the scan makes the count sound: each of them was alive at the moment the
+// first of them was checked.
+//
+// A PID must also still have the start time it had when listed, so that a
+// PID reused in between (pid_max is often 32768) is not counted twice.
+func liveHandlers(holder, _ int) int {
+	type seen struct {
+		pid   int
+		start string
+	}
+	var listed []seen
+	queue := []int{holder}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		for _, c := range childrenOf(pid) {
+			if isHandler(c) {
+				listed = append(listed, seen{c, startTime(c)})
+			} else {
+				queue = append(queue, c)
+			}
 		}
 	}
 	n := 0
-	for _, pid := range listed {
-		if processAlive(pid) {
+	for _, p := range listed {
+		if processAlive(p.pid) && isHandler(p.pid) && p.start != "" && startTime(p.pid) == p.start {
 			n++
 		}
 	}
 	return n
+}
+
+// startTime is field 22 of /proc/PID/stat: when the process started.
+func startTime(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+func isHandler(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && exe == handlerBin
 }
 
 func abs(x int) int {

@@ -21,7 +21,8 @@ import (
 
 var (
 	binDir      string
-	sockholdBin string
+	sockholdBin string // version it-1
+	sockholdB   string // the same code stamped it-2, for upgrades
 	handlerBin  string
 	fdsBin      string // lists its descriptors; C, so no runtime adds any
 )
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	sockholdBin = filepath.Join(dir, "sockhold")
+	sockholdB = filepath.Join(dir, "sockhold-b")
 	handlerBin = filepath.Join(dir, "testhandler")
 	fdsBin = filepath.Join(dir, "fds")
 	// When the tests run under -race, so does the daemon they drive.
@@ -40,8 +42,13 @@ func TestMain(m *testing.M) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
+	argsB := []string{"build", "-o", sockholdB, "-ldflags", "-X main.version=it-2"}
+	if raceEnabled {
+		argsB = append(argsB, "-race")
+	}
 	for _, b := range [][]string{
 		append(args, "../cmd/sockhold"),
+		append(argsB, "../cmd/sockhold"),
 		{"build", "-o", handlerBin, "./testhandler"},
 		{"cc", "-O2", "-o", fdsBin, "testdata/fds.c"},
 	} {
@@ -98,6 +105,8 @@ type startOpts struct {
 	extraFiles []*os.File
 	argv0      string // run through this wrapper (e.g. sh -c) instead of the binary directly
 	noControl  bool   // leave --control to its default
+	exe        string // run this sockhold binary (default sockholdBin)
+	verbosity  string // default -vv
 }
 
 // controlPath is a private control socket path, short enough for sun_path.
@@ -142,15 +151,23 @@ func startWith(t *testing.T, o startOpts, args ...string) *instance {
 // launch starts sockhold without waiting for it to serve.
 func launch(t *testing.T, o startOpts, args ...string) *instance {
 	t.Helper()
-	full := append([]string{"--log-format", "json", "-vv"}, args...)
+	verbosity := o.verbosity
+	if verbosity == "" {
+		verbosity = "-vv"
+	}
+	full := append([]string{"--log-format", "json", verbosity}, args...)
 	if !hasFlag(args, "--control") && !o.noControl {
 		full = append([]string{"--control", controlPath(t)}, full...)
 	}
+	exe := o.exe
+	if exe == "" {
+		exe = sockholdBin
+	}
 	var cmd *exec.Cmd
 	if o.argv0 != "" {
-		cmd = exec.Command("sh", append([]string{"-c", o.argv0, "sh", sockholdBin}, full...)...)
+		cmd = exec.Command("sh", append([]string{"-c", o.argv0, "sh", exe}, full...)...)
 	} else {
-		cmd = exec.Command(sockholdBin, full...)
+		cmd = exec.Command(exe, full...)
 	}
 	cmd.Env = append(os.Environ(), o.env...)
 	cmd.ExtraFiles = o.extraFiles
@@ -312,7 +329,15 @@ func (in *instance) cleanup() {
 	if in.exited() {
 		return
 	}
+	// A failed test may leave clients (and so handlers) behind: the second
+	// SIGTERM hurries the stop so handlers get SIGTERM too.
 	in.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-in.exit:
+		return
+	case <-time.After(3 * time.Second):
+		in.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	select {
 	case <-in.exit:
 	case <-time.After(15 * time.Second):

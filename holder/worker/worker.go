@@ -46,6 +46,9 @@ type Worker struct {
 	kinds    map[int]fdKind
 	handlers handlers
 	armed    bool
+	// lastVerdict is the admission answer last logged: the queue is
+	// logged (debug) each time the gate closes.
+	lastVerdict throttle.Verdict
 
 	rejectMessage     []byte
 	spawnBackoff      *throttle.Backoff
@@ -257,7 +260,10 @@ func (w *Worker) rearm() {
 			}
 		}
 		w.armed = want
-		if !want && !w.stopping && w.adopted {
+	}
+	if w.adopted && !w.stopping && verdict != w.lastVerdict {
+		w.lastVerdict = verdict
+		if verdict != throttle.Admit {
 			w.logQueue(verdict.String())
 		}
 	}

@@ -45,7 +45,11 @@ func main() {
 		fmt.Println("ok")
 	case "count": // count FILE DURATION [ORDERFILE]: concurrency counter
 		count(args)
-	case "hold": // "ready", then wait for EOF on stdin
+	case "hold": // "ready", then wait for EOF on stdin; hold FILE also counts live ones
+		if len(args) > 0 {
+			update(args[0], +1)
+			defer update(args[0], -1)
+		}
 		fmt.Println("ready")
 		drain()
 		fmt.Println("bye")
@@ -53,9 +57,13 @@ func main() {
 		signal.Ignore(syscall.SIGTERM)
 		fmt.Println("ready")
 		drain()
-	case "stream": // stream BYTES: deterministic data, for checksums
+	case "stream": // stream BYTES [DURATION]: deterministic data, paced over DURATION
 		n, _ := strconv.Atoi(args[0])
-		stream(n)
+		var d time.Duration
+		if len(args) > 1 {
+			d, _ = time.ParseDuration(args[1])
+		}
+		stream(n, d)
 	default:
 		fmt.Fprintln(os.Stderr, "testhandler: unknown mode", os.Args[1])
 		os.Exit(2)
@@ -116,14 +124,20 @@ func appendLine(file, line string) {
 	f.Close()
 }
 
-func stream(n int) {
+// stream writes n bytes of a xorshift sequence in 50 chunks spread over d.
+func stream(n int, d time.Duration) {
 	w := bufio.NewWriterSize(os.Stdout, 64<<10)
 	var x uint32 = 2463534242
+	chunk := n/50 + 1
 	for i := 0; i < n; i++ {
 		x ^= x << 13
 		x ^= x >> 17
 		x ^= x << 5
 		w.WriteByte(byte(x))
+		if d > 0 && (i+1)%chunk == 0 {
+			w.Flush()
+			time.Sleep(d / 50)
+		}
 	}
 	w.Flush()
 }

@@ -1,0 +1,149 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// installSockhold puts a copy of build src in a directory of its own; the
+// holder is started from there and upgrades pick up whatever is there then.
+func installSockhold(t *testing.T, src string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "sockhold")
+	copyFile(t, src, path, 0o755)
+	return path
+}
+
+// swapBinary replaces the binary at path atomically, as a deploy does.
+func swapBinary(t *testing.T, path, src string) { copyFile(t, src, path, 0o755) }
+
+// ctl runs a sockhold client command against in's control socket.
+func ctl(t *testing.T, in *instance, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(sockholdBin, append(args, "--control", in.ctl)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Run()
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// load is a closed-loop client population: each client connects, reads to
+// EOF, checks the reply and connects again, until stopped.
+type load struct {
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	cond   *sync.Cond
+	served int
+	errs   []string
+	seen   map[string]int // reply -> count
+	lat    []sample
+}
+
+// sample is one connection: when it started and ended.
+type sample struct{ start, end time.Time }
+
+func startLoad(t *testing.T, addr string, clients int, check func(string) error) *load {
+	l := &load{stop: make(chan struct{}), seen: map[string]int{}}
+	l.cond = sync.NewCond(&l.mu)
+	for i := 0; i < clients; i++ {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				t0 := time.Now()
+				reply, err := oneRequest(addr)
+				t1 := time.Now()
+				if err == nil {
+					err = check(reply)
+				}
+				l.mu.Lock()
+				if err != nil {
+					l.errs = append(l.errs, err.Error())
+				} else {
+					l.served++
+					l.seen[reply]++
+					l.lat = append(l.lat, sample{t0, t1})
+				}
+				l.cond.Broadcast()
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func oneRequest(addr string) (string, error) {
+	c, err := net.DialTimeout(network(addr), addr, 10*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("connect: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", fmt.Errorf("read: %v", err)
+	}
+	return string(b), nil
+}
+
+// waitSeen blocks until a reply equal to want has been seen n more times
+// than before the call.
+func (l *load) waitSeen(t *testing.T, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wake := time.AfterFunc(timeout, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })
+	defer wake.Stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.seen[want] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("reply %q not seen within %v (seen %v, errors %v)", want, timeout, l.seen, l.errs)
+		}
+		l.cond.Wait()
+	}
+}
+
+// waitServed blocks until n more requests have been served.
+func (l *load) waitServed(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wake := time.AfterFunc(timeout, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })
+	defer wake.Stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	target := l.served + n
+	for l.served < target {
+		if time.Now().After(deadline) {
+			t.Fatalf("load stalled: %d of %d more served within %v; errors %v", l.served-target+n, n, timeout, l.errs)
+		}
+		l.cond.Wait()
+	}
+}
+
+// finish stops the clients and returns how many were served and the errors.
+func (l *load) finish() (int, []string) {
+	close(l.stop)
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.served, l.errs
+}
