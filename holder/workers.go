@@ -253,8 +253,10 @@ func (h *Holder) currentExited(old *workerProc, r reaped) {
 	h.adoptOrphans(old.gen)
 	if h.stopping {
 		h.log.Info("worker stopped", "pid", r.pid, "handlers_left", len(h.orphans))
+		// A worker an interrupted upgrade left behind stops too.
 		for pid := range h.workers {
 			syscall.Kill(pid, syscall.SIGTERM)
+			h.after(h.cfg.KillGrace, event{kind: evKillWorker, pid: pid})
 		}
 		return
 	}

@@ -25,6 +25,9 @@ import (
 // noise falls on both. It prints conns/s, p50/p99 latency and RSS.
 //
 //	go test -run '^$' -bench SpawnThroughput -benchtime 1x ./integration/
+//
+// BENCH_ROUNDS, BENCH_ROUND_MS and BENCH_PROCESSES change the shape;
+// BENCH_SOCKHOLD_ENV adds environment variables to sockhold (GOMAXPROCS=1).
 func BenchmarkSpawnThroughput(b *testing.B) {
 	if raceEnabled {
 		b.Skip("run without -race: the race detector slows the daemon down")
@@ -61,6 +64,9 @@ func BenchmarkSpawnThroughput(b *testing.B) {
 	}
 	sh := exec.Command(sockholdBin, strconv.Itoa(port), "--address", "127.0.0.1", "--processes", procs, "--", ok)
 	sh.Stderr = os.Stderr
+	if extra := os.Getenv("BENCH_SOCKHOLD_ENV"); extra != "" {
+		sh.Env = append(os.Environ(), strings.Fields(extra)...)
+	}
 	if err := sh.Start(); err != nil {
 		b.Fatal(err)
 	}

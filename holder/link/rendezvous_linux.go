@@ -1,22 +1,21 @@
 package link
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
 
 // Listen opens the holder's rendezvous: an abstract SOCK_SEQPACKET socket
-// with a random name, so no other process can have claimed it first.
+// with a random name, so that no other process is likely to hold the name
+// already (if one does, another is drawn). The name need not be secret:
+// the holder checks every caller's uid and parentage (see Accept's callers).
 func Listen() (fd int, name string, err error) {
 	for try := 0; try < 5; try++ {
-		var r [8]byte
-		rand.Read(r[:])
-		name = fmt.Sprintf("@sockhold/%d/%s", os.Getpid(), hex.EncodeToString(r[:]))
+		name = fmt.Sprintf("@sockhold/%d/%016x", os.Getpid(), rand.Uint64())
 		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return -1, "", err
