@@ -374,3 +374,57 @@ func describeHandlers(holder int) string {
 	}
 	return b.String()
 }
+
+// `sockhold upgrade` while an upgrade is under way is answered at once,
+// "upgrade already in progress", and the running upgrade completes.
+func TestUpgradeDuringUpgradeAnswersInProgress(t *testing.T) {
+	exe := installSockhold(t, sockholdBin)
+	in := startWith(t, startOpts{exe: exe}, "--listen", "tcp://127.0.0.1:0", "--", handlerBin, "version")
+	slowBinary(t, exe, sockholdB, "1")
+	first := make(chan string, 1)
+	go func() {
+		code, out, errOut := ctl(t, in, "upgrade", "--wait")
+		first <- fmt.Sprint(code, " ", out, errOut)
+	}()
+	workerChild(t, in.workerPID()) // the first upgrade is under way
+	code, _, errOut := ctl(t, in, "upgrade", "--wait")
+	if code != 1 || !strings.Contains(errOut, "upgrade already in progress") {
+		t.Fatalf("second upgrade: exit %d %q", code, errOut)
+	}
+	if r := <-first; !strings.HasPrefix(r, "0 ") || !strings.Contains(r, "version it-2") {
+		t.Fatalf("first upgrade: %s", r)
+	}
+}
+
+// SIGTERM while an upgrade is under way: the upgrade is abandoned with a
+// reason, every worker stops, in-flight handlers finish, sockhold exits 0
+// and leaves no process behind.
+func TestStopDuringUpgrade(t *testing.T) {
+	exe := installSockhold(t, sockholdBin)
+	in := startWith(t, startOpts{exe: exe}, "--listen", "tcp://127.0.0.1:0", "--processes", "2", "--", handlerBin, "sleep", "500ms")
+	c, err := net.Dial("tcp", in.addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in.waitFor(5*time.Second, msgIs("START"))
+	old := in.workerPID()
+	slowBinary(t, exe, sockholdB, "1")
+	result := make(chan string, 1)
+	go func() {
+		code, _, errOut := ctl(t, in, "upgrade", "--wait")
+		result <- fmt.Sprint(code, " ", errOut)
+	}()
+	child := workerChild(t, old)
+	if code := in.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+	if r := <-result; !strings.HasPrefix(r, "1 ") {
+		t.Errorf("upgrade during stop: %s", r)
+	}
+	buf := make([]byte, 3)
+	if _, err := readAll(c, buf); err != nil || string(buf) != "ok\n" {
+		t.Errorf("in-flight client: %q %v", buf, err)
+	}
+	assertGone(t, "process", append(startedPIDs(in), old, child)...)
+}
