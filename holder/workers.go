@@ -10,6 +10,7 @@ import (
 	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/link"
+	"github.com/sockhold/sockhold/holder/logs"
 )
 
 // workerProc is the holder's view of one worker process.
@@ -231,11 +232,11 @@ func (h *Holder) childExited(r reaped) {
 			h.current = nil
 			h.currentExited(w, r)
 		} else {
-			h.log.Info("worker exited", append([]any{"pid", r.pid}, waitAttrs(r.status)...)...)
+			h.log.Info("worker exited", append([]any{"pid", r.pid}, logs.WaitAttrs(r.status)...)...)
 		}
 		return
 	}
-	attrs := append([]any{"pid", r.pid}, waitAttrs(r.status)...)
+	attrs := append([]any{"pid", r.pid}, logs.WaitAttrs(r.status)...)
 	if o, ok := h.orphans[r.pid]; ok {
 		delete(h.orphans, r.pid)
 		unix.Close(o.pidfd)
@@ -263,7 +264,7 @@ func (h *Holder) currentExited(old *workerProc, r reaped) {
 	if next := h.successor(); next != nil {
 		if !old.upgraded {
 			h.log.Warn("worker exited during an upgrade; the new worker takes over",
-				append([]any{"pid", r.pid}, waitAttrs(r.status)...)...)
+				append([]any{"pid", r.pid}, logs.WaitAttrs(r.status)...)...)
 		}
 		h.current = next
 		if next.link >= 0 && !next.adoptSent {
@@ -277,7 +278,7 @@ func (h *Holder) currentExited(old *workerProc, r reaped) {
 		h.restartBackoff.Reset()
 	}
 	h.log.Warn("worker exited unexpectedly; starting another",
-		append([]any{"pid", r.pid, "lived", lived.Round(time.Millisecond).String(), "handlers_left", len(h.orphans)}, waitAttrs(r.status)...)...)
+		append([]any{"pid", r.pid, "lived", lived.Round(time.Millisecond).String(), "handlers_left", len(h.orphans)}, logs.WaitAttrs(r.status)...)...)
 	if h.upgrade != nil {
 		h.finishUpgrade(false, "the worker exited during the upgrade")
 	}
@@ -321,14 +322,4 @@ func (h *Holder) adoptOrphans(gen int) {
 		start, _ := processStart(pid)
 		h.orphans[pid] = &orphan{pid: pid, pidfd: fd, gen: gen, start: start}
 	}
-}
-
-func waitAttrs(ws syscall.WaitStatus) []any {
-	switch {
-	case ws.Exited():
-		return []any{"status", ws.ExitStatus()}
-	case ws.Signaled():
-		return []any{"signal", unix.SignalName(ws.Signal())}
-	}
-	return []any{"wait_status", int(ws)}
 }

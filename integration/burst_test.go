@@ -25,27 +25,8 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", strconv.Itoa(procs),
 		"--", handlerBin, "count", counter, "50ms", order)
 
-	// Sample the live handlers from outside too: children of the worker
-	// plus children of the holder other than the worker.
-	var maxSeen atomic.Int64
-	stopSampling := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stopSampling:
-				return
-			default:
-			}
-			n := liveHandlers(in.pid(), in.workerPID())
-			if int64(n) > maxSeen.Load() {
-				maxSeen.Store(int64(n))
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
-
+	// Sample the live handlers from outside too.
+	maxSampled := sampleLiveHandlers(in)
 	// Connect one after another so arrival order is well defined; the
 	// kernel completes every handshake into the backlog at once.
 	conns := make([]net.Conn, clients)
@@ -72,8 +53,7 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 		}(i, c)
 	}
 	wg.Wait()
-	close(stopSampling)
-	<-sampled
+	sampled := maxSampled()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -82,10 +62,10 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 	if m, _ := strconv.Atoi(strings.TrimSpace(string(maxFile))); m > procs || m < 1 {
 		t.Errorf("handlers counted %d alive at once, limit %d", m, procs)
 	} else {
-		t.Logf("max concurrent handlers: %d by their own count, %d sampled", m, maxSeen.Load())
+		t.Logf("max concurrent handlers: %d by their own count, %d sampled", m, sampled)
 	}
-	if maxSeen.Load() > procs {
-		t.Errorf("sampled %d live handlers, limit %d", maxSeen.Load(), procs)
+	if sampled > procs {
+		t.Errorf("sampled %d live handlers, limit %d", sampled, procs)
 	}
 	b, _ := os.ReadFile(order)
 	served := strings.Fields(string(b))
@@ -105,6 +85,33 @@ func TestBurstIsQueuedNotRefused(t *testing.T) {
 	}
 	if n := in.count(msgIs("FAIL")); n != 0 {
 		t.Errorf("%d connections failed", n)
+	}
+}
+
+// sampleLiveHandlers samples liveHandlers every millisecond until the
+// returned function is called, which returns the highest count seen.
+func sampleLiveHandlers(in *instance) func() int {
+	var maxSeen atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if n := int64(liveHandlers(in.pid(), in.workerPID())); n > maxSeen.Load() {
+				maxSeen.Store(n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return func() int {
+		close(done)
+		<-finished
+		return int(maxSeen.Load())
 	}
 }
 

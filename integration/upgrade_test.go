@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +38,7 @@ func TestTwentyUpgradesUnderLoad(t *testing.T) {
 	holder := in.pid()
 	l := startLoad(t, in.addr(0), 8, checkVersionReply)
 	l.waitSeen(t, "it-1 1\n", 10*time.Second)
+	var took []string
 	for i := 1; i <= 20; i++ {
 		build, version := sockholdB, "it-2"
 		if i%2 == 0 {
@@ -50,8 +50,10 @@ func TestTwentyUpgradesUnderLoad(t *testing.T) {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Fatalf("upgrade %d: exit %d, %q %q, want %q", i, code, out, errOut, want)
 		}
+		took = append(took, strings.TrimSpace(out[strings.LastIndex(out, " in ")+4:]))
 		l.waitSeen(t, fmt.Sprintf("%s %d\n", version, i+1), 10*time.Second)
 	}
+	t.Logf("upgrade --wait, request to new worker serving: %s", strings.Join(took, ", "))
 	served, errs := l.finish()
 	t.Logf("%d requests served across 20 upgrades", served)
 	if len(errs) > 0 {
@@ -139,26 +141,7 @@ func TestProcessBudgetHoldsAcrossUpgrade(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		old = append(old, dialReady(t, in.addr(0)))
 	}
-	var maxSeen atomic.Int64
-	done := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if n := int64(liveHandlers(in.pid(), in.workerPID())); n > maxSeen.Load() {
-				maxSeen.Store(n)
-				if n > 4 {
-					t.Logf("over the limit: %s", describeHandlers(in.pid()))
-				}
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	maxSampled := sampleLiveHandlers(in)
 	swapBinary(t, exe, sockholdB)
 	if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
 		t.Fatalf("upgrade: %d %s %s", code, out, errOut)
@@ -186,16 +169,15 @@ func TestProcessBudgetHoldsAcrossUpgrade(t *testing.T) {
 		}
 		c.Close()
 	}
-	close(done)
-	<-sampled
+	sampled := maxSampled()
 	maxFile, _ := os.ReadFile(counter + ".max")
 	counted, _ := strconv.Atoi(strings.TrimSpace(string(maxFile)))
-	t.Logf("max live handlers: %d by their own count, %d sampled", counted, maxSeen.Load())
-	if counted > 4 || counted < 4 {
+	t.Logf("max live handlers: %d by their own count, %d sampled", counted, sampled)
+	if counted != 4 {
 		t.Fatalf("handlers counted %d alive at once, want exactly the limit 4", counted)
 	}
-	if maxSeen.Load() > 4 {
-		t.Fatalf("%d handlers sampled alive at once, limit 4", maxSeen.Load())
+	if sampled > 4 {
+		t.Fatalf("%d handlers sampled alive at once, limit 4: %s", sampled, describeHandlers(in.pid()))
 	}
 }
 

@@ -23,7 +23,7 @@ func ControlDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("sockhold-%d", os.Geteuid()))
 }
 
-var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._]+`)
 
 // DefaultControlPath derives the control socket's path from the first
 // listener, so that `sockhold upgrade 873` finds the instance serving 873.

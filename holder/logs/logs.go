@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // New returns sockhold's logger: one line per record on stderr, text or
@@ -19,4 +22,16 @@ func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// WaitAttrs describes how a process ended, as EXIT lines spell it:
+// status=N for an exit, signal=SIGNAME for a kill.
+func WaitAttrs(ws syscall.WaitStatus) []any {
+	switch {
+	case ws.Exited():
+		return []any{"status", ws.ExitStatus()}
+	case ws.Signaled():
+		return []any{"signal", unix.SignalName(ws.Signal())}
+	}
+	return []any{"wait_status", int(ws)}
 }

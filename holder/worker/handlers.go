@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/sockhold/sockhold/holder/logs"
 )
 
 // handler is one live connection handler this worker counts against
@@ -22,17 +22,6 @@ type handler struct {
 
 // handlers is the worker's table of live handlers, keyed by pidfd.
 type handlers map[int]*handler
-
-// exitText describes a wait status the way the log lines spell it.
-func exitAttrs(ws syscall.WaitStatus) []any {
-	switch {
-	case ws.Exited():
-		return []any{"status", ws.ExitStatus()}
-	case ws.Signaled():
-		return []any{"signal", unix.SignalName(ws.Signal())}
-	}
-	return []any{"wait_status", int(ws)}
-}
 
 // reap collects the exit status of an own child whose pidfd became readable.
 func (h *handler) reap(log *slog.Logger, logExit bool) {
@@ -55,7 +44,7 @@ func (h *handler) reap(log *slog.Logger, logExit bool) {
 	if !logExit {
 		return
 	}
-	attrs := append([]any{"pid", h.pid}, exitAttrs(ws)...)
+	attrs := append([]any{"pid", h.pid}, logs.WaitAttrs(ws)...)
 	attrs = append(attrs, "duration", time.Since(h.start).Round(time.Millisecond).String(), "peer", h.peer)
 	log.Info("EXIT", attrs...)
 }
