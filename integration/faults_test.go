@@ -212,3 +212,20 @@ func TestOrphanedHandlersStillCounted(t *testing.T) {
 		t.Fatalf("waiting client: %q %v", buf, err)
 	}
 }
+
+// If the holder itself is killed, the worker notices (its link closes) and
+// stops taking work rather than serving on unmanaged, with nobody to reap
+// or count its handlers.
+func TestWorkerStopsWhenHolderDies(t *testing.T) {
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--", handlerBin, "echo", "hi")
+	worker := in.workerPID()
+	in.cmd.Process.Kill()
+	in.waitFor(5*time.Second, msgIs("holder is gone; worker stopping"))
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(worker) {
+		if time.Now().After(deadline) {
+			t.Fatal("worker still running 5 s after the holder died")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
