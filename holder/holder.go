@@ -47,10 +47,11 @@ type Holder struct {
 	statusWaiters []*controlRequest
 	totals        totals
 
-	events   chan event
-	stopping bool
-	phase    stopPhase
-	done     bool
+	events     chan event
+	stopping   bool
+	phase      stopPhase
+	done       bool
+	exitStatus int // serve mode: reflects how the app ended on stop
 }
 
 // orphan is a handler whose worker has gone; the holder is now its parent.
@@ -80,6 +81,7 @@ const (
 	evControl
 	evStatusTimeout
 	evServeDeadline
+	evDrainKill
 )
 
 type event struct {
@@ -136,7 +138,7 @@ func (h *Holder) Run() int {
 			h.onEvent(ev)
 		}
 	}
-	return 0
+	return h.exitStatus
 }
 
 func (h *Holder) onSignal(s syscall.Signal) {
@@ -168,7 +170,9 @@ func (h *Holder) onEvent(ev event) {
 			h.spawnWorker()
 		}
 	case evKillWorker:
-		if w := h.workers[ev.pid]; w != nil {
+		// Only a worker that is still the holder's own child: a PID the
+		// holder has not reaped cannot have been reused.
+		if w := h.workers[ev.pid]; w != nil && parentOf(ev.pid) == os.Getpid() {
 			h.log.Warn("worker did not exit in time; killing it", "pid", ev.pid)
 			syscall.Kill(ev.pid, syscall.SIGKILL)
 		}
@@ -183,12 +187,14 @@ func (h *Holder) onEvent(ev event) {
 			h.answerStatus(nil)
 		}
 	case evServeDeadline:
-		// A worker that has not started serving in time (it never
-		// dialled in, or hangs) is killed; its exit starts another.
-		if w := h.workers[ev.pid]; w != nil && w == h.current && !w.serving {
-			h.log.Warn("worker did not start serving in time; killing it", "pid", ev.pid)
+		// A worker that never dialled in is killed; its exit starts
+		// another. (One that did is trusted with its own app's timing.)
+		if w := h.workers[ev.pid]; w != nil && w == h.current && !w.helloed {
+			h.log.Warn("worker did not report in time; killing it", "pid", ev.pid)
 			syscall.Kill(ev.pid, syscall.SIGKILL)
 		}
+	case evDrainKill:
+		h.drainDeadline(ev.fd, ev.pid)
 	case evStopTimer:
 		if h.stopping && h.phase < ev.phase {
 			h.enterPhase(ev.phase)

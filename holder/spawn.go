@@ -24,12 +24,26 @@ const (
 // Spawn runs sockhold in spawn mode (the burst dampener) until it is stopped
 // and returns the process exit status.
 func Spawn(o config.Spawn, version string) int {
+	return run(version, func(inherited []listen.Spec) (*config.Config, error) {
+		return config.FromSpawn(o, inherited)
+	})
+}
+
+// Serve runs sockhold in serve mode (a long-running app given the
+// listening sockets) until it is stopped and returns the exit status.
+func Serve(o config.Serve, version string) int {
+	return run(version, func(inherited []listen.Spec) (*config.Config, error) {
+		return config.FromServe(o, inherited)
+	})
+}
+
+func run(version string, configure func([]listen.Spec) (*config.Config, error)) int {
 	handoff.CloseOnExecFrom(3)
 	inh, err := listen.InheritFromEnv()
 	if err != nil {
 		return fail(ExitUsage, err)
 	}
-	cfg, err := config.FromSpawn(o, inh.Specs())
+	cfg, err := configure(inh.Specs())
 	if err != nil {
 		return fail(ExitUsage, err)
 	}

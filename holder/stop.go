@@ -67,7 +67,7 @@ func (h *Holder) enterPhase(p stopPhase) {
 	switch p {
 	case phaseWait:
 		if h.cfg.StopTimeout > 0 {
-			h.after(h.cfg.StopTimeout, event{kind: evStopTimer, phase: phaseTerm})
+			h.after(h.cfg.StopTimeout, event{kind: evStopTimer, phase: h.afterWait()})
 		}
 		h.log.Info("waiting for handlers to finish", "live", len(childPIDs()), "timeout", h.cfg.StopTimeout.String())
 	case phaseTerm:

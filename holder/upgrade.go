@@ -12,6 +12,7 @@ type upgradeRun struct {
 	start   time.Time
 	fromGen int
 	waiters []*controlRequest // `sockhold upgrade --wait` callers
+	detail  string            // the new worker's own reason, if it gave one
 }
 
 var upgradeSeq int
@@ -67,6 +68,9 @@ func (h *Holder) finishUpgrade(ok bool, reason string) {
 		return
 	}
 	h.upgrade = nil
+	if !ok && u.detail != "" {
+		reason = u.detail + " (" + reason + ")"
+	}
 	took := time.Since(u.start)
 	rep := controlReply{OK: ok, Error: reason, TookMS: float64(took.Microseconds()) / 1000}
 	if ok {

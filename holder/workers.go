@@ -21,6 +21,7 @@ type workerProc struct {
 	link        int // -1 until the worker has dialled in
 	version     string
 	adoptSent   bool
+	helloed     bool
 	serving     bool
 	upgraded    bool // it reported a successful upgrade and is leaving
 	fromUpgrade bool // started by a worker through tableflip
@@ -91,11 +92,21 @@ func (h *Holder) linkUp(pid, uid, fd int) {
 	}()
 }
 
+// linkDown closes a link whose worker has gone. A worker started by an
+// upgrade that failed is reaped by the old worker's tableflip, never by the
+// holder, so its link closing is the holder's only news of its end: it
+// leaves the table here (if it is still alive and becomes the holder's
+// child after all, adoptOrphans recognises it again).
 func (h *Holder) linkDown(pid, fd int) {
 	if w := h.workers[pid]; w != nil && w.link == fd {
 		w.link = -1
+		if w != h.current && parentOf(pid) != os.Getpid() {
+			delete(h.workers, pid)
+		}
 	}
 	unix.Close(fd)
+	h.drainIfNoWorkers()
+	h.finishIfEmpty()
 }
 
 func (h *Holder) linkMessage(pid int, m linkMsg) {
@@ -108,7 +119,7 @@ func (h *Holder) linkMessage(pid int, m linkMsg) {
 	}
 	switch m.Type {
 	case link.Hello:
-		w.version = m.Version
+		w.version, w.helloed = m.Version, true
 		if w == h.current && !w.adoptSent {
 			h.sendAdopt(w)
 		}
@@ -128,9 +139,16 @@ func (h *Holder) linkMessage(pid int, m linkMsg) {
 	case link.Upgraded:
 		w.upgraded = true
 		h.addTotals(m.Stats)
+		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
 	case link.UpgradeFailed:
-		if h.upgrade != nil && w == h.current {
+		switch {
+		case h.upgrade == nil:
+		case w == h.current:
 			h.finishUpgrade(false, m.Reason)
+		default:
+			// The new worker's own account (its app never got ready)
+			// says more than tableflip's "child exited".
+			h.upgrade.detail = m.Reason
 		}
 	case link.StatusReply:
 		h.answerStatus(m.Stats)
@@ -237,6 +255,9 @@ func (h *Holder) childExited(r reaped) {
 		return
 	}
 	attrs := append([]any{"pid", r.pid}, logs.WaitAttrs(r.status)...)
+	if h.stopping && h.cfg.Mode == config.ModeServe {
+		h.noteAppExit(r.status)
+	}
 	if o, ok := h.orphans[r.pid]; ok {
 		delete(h.orphans, r.pid)
 		unix.Close(o.pidfd)

@@ -25,6 +25,8 @@ var (
 	sockholdB   string // the same code stamped it-2, for upgrades
 	handlerBin  string
 	fdsBin      string // lists its descriptors; C, so no runtime adds any
+	appBin      string // a long-running server for serve mode
+	fdAppBin    string // a served app that lists its descriptors (C)
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +39,8 @@ func TestMain(m *testing.M) {
 	sockholdB = filepath.Join(dir, "sockhold-b")
 	handlerBin = filepath.Join(dir, "testhandler")
 	fdsBin = filepath.Join(dir, "fds")
+	appBin = filepath.Join(dir, "testapp")
+	fdAppBin = filepath.Join(dir, "fdapp")
 	// When the tests run under -race, so does the daemon they drive.
 	args := []string{"build", "-o", sockholdBin, "-ldflags", "-X main.version=it-1"}
 	if raceEnabled {
@@ -51,6 +55,8 @@ func TestMain(m *testing.M) {
 		append(argsB, "../cmd/sockhold"),
 		{"build", "-o", handlerBin, "./testhandler"},
 		{"cc", "-O2", "-o", fdsBin, "testdata/fds.c"},
+		{"build", "-o", appBin, "./testapp"},
+		{"cc", "-O2", "-o", fdAppBin, "testdata/fdapp.c"},
 	} {
 		tool := "go"
 		if b[0] == "cc" {
@@ -160,9 +166,16 @@ func launch(t *testing.T, o startOpts, args ...string) *instance {
 	if verbosity == "" {
 		verbosity = "-vv"
 	}
-	full := append([]string{"--log-format", "json", verbosity}, args...)
+	flags := []string{"--log-format", "json", verbosity}
 	if !hasFlag(args, "--control") && !o.noControl {
-		full = append([]string{"--control", controlPath(t)}, full...)
+		flags = append(flags, "--control", controlPath(t))
+	}
+	// Flags go after a subcommand (serve), or first for the default one.
+	var full []string
+	if len(args) > 0 && args[0] == "serve" {
+		full = append(append([]string{"serve"}, flags...), args[1:]...)
+	} else {
+		full = append(flags, args...)
 	}
 	exe := o.exe
 	if exe == "" {

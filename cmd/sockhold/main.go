@@ -10,6 +10,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/holder"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/worker"
@@ -49,6 +50,39 @@ func (c *spawnCmd) Run() error {
 		IPv4: c.IPv4, IPv6: c.IPv6, LoadAverage: c.LoadAverage, LoadRecheck: c.LoadRecheck,
 		Processes: c.Processes, WhenFull: c.WhenFull, RejectMessage: c.RejectMessage,
 		OnStop: c.OnStop, StopTimeout: c.StopTimeout, KillGrace: c.KillGrace,
+		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
+		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
+	}, version))
+	return nil
+}
+
+type serveCmd struct {
+	Listen       []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): the app gets the sockets at fd 3, 4, ... in this order. Same forms as spawn."`
+	FDName       []string      `name:"fd-name" placeholder:"NAME" help:"Name of the Nth listener in LISTEN_FDNAMES (repeatable, in --listen order; default: ?name= or the URI)."`
+	Backlog      int           `placeholder:"BACKLOG" help:"Accept-queue length (default: net.core.somaxconn)."`
+	Ready        string        `default:"timer:1s" placeholder:"HOW" help:"When a new copy counts as ready: notify (READY=1 on NOTIFY_SOCKET, from the app's own PID) or timer:DURATION (still running after DURATION)."`
+	ReadyTimeout time.Duration `name:"ready-timeout" default:"30s" help:"A copy not ready by then is killed; during a restart, the restart is abandoned and the old copy keeps serving."`
+	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
+	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
+	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
+	Verbose      int           `short:"v" type:"counter" help:"More log output: -v logs each copy's life, -vv adds debug."`
+	LogFormat    string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
+
+	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener)."`
+	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a restart may take in all (at least --ready-timeout + 5s)."`
+
+	Cmd []string `arg:"" passthrough:"" name:"CMD" help:"The server command (and arguments). Put it after --."`
+}
+
+func (c *serveCmd) Run() error {
+	argv := c.Cmd
+	if len(argv) > 0 && argv[0] == "--" {
+		argv = argv[1:]
+	}
+	os.Exit(holder.Serve(config.Serve{
+		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
+		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
+		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, KillGrace: 5 * time.Second,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
 	}, version))
@@ -101,12 +135,16 @@ func (c *stopCmd) Run() error {
 type cli struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 	Spawn   spawnCmd         `cmd:"" default:"withargs" help:"Accept each connection and run CMD for it, at most --processes at once; excess connections wait in the kernel's queue (the default command)."`
+	Serve   serveCmd         `cmd:"" help:"Start CMD once with the listening sockets at fd 3.. in every dialect (systemd, einhorn, socketmaster); on SIGHUP start a new copy and stop the old one only once the new one is ready."`
 	Upgrade upgradeCmd       `cmd:"" help:"Replace the running worker with the sockhold binary now on disk, without refusing a connection (as SIGHUP)."`
 	Status  statusCmd        `cmd:"" help:"Show the running sockhold: generation, handlers, queue, counters."`
 	Stop    stopCmd          `cmd:"" help:"Stop the running sockhold (as SIGTERM)."`
 }
 
 func main() {
+	if handoff.IsShim() {
+		os.Exit(handoff.ShimMain())
+	}
 	if config.IsWorker() {
 		os.Exit(worker.Main(version))
 	}

@@ -37,6 +37,8 @@ const LoadavgEnv = "SOCKHOLD_TEST_LOADAVG"
 
 // Config is everything a holder and its workers need to know.
 type Config struct {
+	Mode          string         // ModeSpawn or ModeServe
+	Serve         *ServeSettings // serve mode only
 	Listen        []listen.Spec
 	Backlog       int
 	Processes     int

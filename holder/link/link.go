@@ -38,6 +38,8 @@ type Msg struct {
 	Starts     []int64 `json:"starts,omitempty"` // unix nanoseconds, one per attached pidfd
 	Gens       []int   `json:"gens,omitempty"`   // the generation that started each
 	More       bool    `json:"more,omitempty"`   // adopt: further pidfds follow in another message
+	Drain      []int   `json:"drain,omitempty"`  // upgraded: app PIDs asked to stop, for the holder to kill after DrainMS
+	DrainMS    int64   `json:"drain_ms,omitempty"`
 	Stats      *Stats  `json:"stats,omitempty"`
 }
 

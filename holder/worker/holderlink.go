@@ -43,6 +43,19 @@ func (w *Worker) fromHolder() {
 // earlier generations; they count against --processes until they exit.
 // Only then does the worker start accepting.
 func (w *Worker) adopt(m link.Msg, fds []int) {
+	if w.serve != nil {
+		// Serve mode has no handler budget: the old apps are the
+		// holder's to drain.
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if !w.adopted && !m.More {
+			w.gen, w.adopted = m.Generation, true
+			w.log = w.log.With("gen", w.gen)
+			w.sayServing()
+		}
+		return
+	}
 	for i, fd := range fds {
 		h := &handler{pidfd: fd, inherited: true}
 		if i < len(m.PIDs) {

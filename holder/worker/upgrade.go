@@ -128,6 +128,11 @@ func (w *Worker) upgradeFinished() {
 	st := w.stats()
 	w.stopping = true
 	w.rearm() // stop watching the listeners before telling anyone
-	link.Send(w.holder, link.Msg{Type: link.Upgraded, Stats: &st})
+	msg := link.Msg{Type: link.Upgraded, Stats: &st}
+	if w.serve != nil {
+		// The new app is ready: only now is the old one asked to stop.
+		msg.Drain, msg.DrainMS = w.stopApp(), w.serve.cfg.DrainTimeout.Milliseconds()
+	}
+	link.Send(w.holder, msg)
 	w.log.Info("upgrade: new worker ready; exiting", "handlers_left", len(w.handlers))
 }

@@ -59,6 +59,7 @@ type Worker struct {
 	logConns   bool         // info level on: one line per connection
 	stopSignal atomic.Value // os.Signal, set by the signal goroutine
 	upgrade    upgradeState
+	serve      *serveState // serve mode only
 	stopping   bool
 	exitCode   int
 	counters   struct{ accepted, rejected, spawnFailures int }
@@ -72,6 +73,9 @@ const (
 	kindTimer
 	kindWake
 	kindHolder
+	kindNotify     // serve mode: sd_notify messages from the app
+	kindApp        // serve mode: the app's pidfd
+	kindServeTimer // serve mode: readiness timer, ready deadline, restart
 )
 
 // Main runs a worker process and returns its exit status.
@@ -142,6 +146,12 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 			return nil, err
 		}
 	}
+	if cfg.Mode == config.ModeServe {
+		if err := w.setupServe(); err != nil {
+			return nil, err
+		}
+		return w, nil
+	}
 	for _, l := range w.listeners {
 		w.kinds[l.FD] = kindListener
 	}
@@ -193,12 +203,18 @@ func (w *Worker) run() int {
 		w.log.Error("cannot reach holder", "error", err)
 		return 1
 	}
-	if err := w.upg.Ready(); err != nil {
+	if w.serve != nil {
+		// Serve mode tells tableflip it is ready only once the app is.
+		w.startApp()
+	} else if err := w.upg.Ready(); err != nil {
 		// The previous worker died mid-upgrade: the holder, not tableflip,
 		// decides whether this worker takes over.
 		w.log.Warn("tableflip could not tell the previous worker", "error", err)
 	}
 	w.rearm()
+	if w.serve != nil {
+		w.serveRearm()
+	}
 	for !w.stopping {
 		ready, err := w.poll.wait()
 		if err != nil {
@@ -209,6 +225,9 @@ func (w *Worker) run() int {
 			w.dispatch(fd)
 		}
 		w.rearm()
+		if w.serve != nil {
+			w.serveRearm()
+		}
 	}
 	w.log.Info("worker stopped accepting; handlers are left to the holder",
 		"live", len(w.handlers), "accepted", w.counters.accepted,
@@ -232,11 +251,20 @@ func (w *Worker) dispatch(fd int) {
 		w.wake.drain()
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
+			if w.serve != nil {
+				w.stopApp()
+			}
 			w.stopping = true
 		}
 		w.upgradeFinished()
 	case kindHolder:
 		w.fromHolder()
+	case kindNotify:
+		w.fromNotify()
+	case kindApp:
+		w.appExited()
+	case kindServeTimer:
+		w.serveTimer()
 	}
 }
 
@@ -247,7 +275,7 @@ func (w *Worker) rearm() {
 	now := time.Now()
 	verdict, load := w.adm.Check()
 	paused := now.Before(w.acceptPausedUntil)
-	want := w.adopted && !w.stopping && !paused &&
+	want := w.serve == nil && w.adopted && !w.stopping && !paused &&
 		(w.cfg.WhenFull == config.WhenFullReject || verdict == throttle.Admit)
 	if want != w.armed {
 		for _, l := range w.listeners {

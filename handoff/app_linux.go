@@ -1,0 +1,34 @@
+package handoff
+
+import (
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// StartApp starts a served app with fds 0-2 inherited and listeners at
+// 3, 4, ... in the order given; nothing else crosses the exec. The app gets
+// a process group of its own, so a Ctrl-C at the terminal reaches sockhold,
+// which stops it in order. It returns the PID and a pidfd.
+func StartApp(path string, argv, env []string, listeners []int) (pid, pidfd int, err error) {
+	files := []uintptr{0, 1, 2}
+	for _, fd := range listeners {
+		files = append(files, uintptr(fd))
+	}
+	pidfd = -1
+	pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd},
+	})
+	if err != nil {
+		return 0, -1, err
+	}
+	if pidfd < 0 {
+		if pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+			return pid, -1, fmt.Errorf("pidfd for app %d: %v", pid, err)
+		}
+	}
+	return pid, pidfd, nil
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/handoff/listen"
+)
+
+// Modes.
+const (
+	ModeSpawn = "" // the zero value: configs written before serve mode existed
+	ModeServe = "serve"
+)
+
+// Serve holds serve mode's command-line values before validation.
+type Serve struct {
+	Listen       []string
+	FDNames      []string
+	Backlog      int
+	Ready        string // notify | timer:DURATION
+	ReadyTimeout time.Duration
+	StopSignal   string
+	DrainTimeout time.Duration
+	NoListenPID  bool
+	KillGrace    time.Duration
+	Verbose      int
+	LogFormat    string
+	Command      []string
+
+	UpgradeTimeout time.Duration
+	Control        string
+}
+
+// ServeSettings are the serve-mode parts of Config.
+type ServeSettings struct {
+	ReadyNotify  bool          // readiness is READY=1 on NOTIFY_SOCKET
+	ReadyAfter   time.Duration // otherwise: ready once the app has run this long
+	ReadyTimeout time.Duration
+	StopSignal   int
+	DrainTimeout time.Duration
+	NoListenPID  bool
+}
+
+// FromServe validates serve-mode options.
+func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
+	c := &Config{
+		Mode:           ModeServe,
+		Backlog:        o.Backlog,
+		LogFormat:      o.LogFormat,
+		LogLevel:       LevelFor(o.Verbose),
+		OnStop:         OnStopWait,
+		KillGrace:      o.KillGrace,
+		UpgradeTimeout: o.UpgradeTimeout,
+	}
+	s := ServeSettings{ReadyTimeout: o.ReadyTimeout, DrainTimeout: o.DrainTimeout, NoListenPID: o.NoListenPID}
+	switch {
+	case o.Ready == "notify":
+		s.ReadyNotify = true
+	case strings.HasPrefix(o.Ready, "timer:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(o.Ready, "timer:"))
+		if err != nil || d < 0 {
+			return nil, usage("--ready %q: want notify or timer:DURATION (timer:1s)", o.Ready)
+		}
+		s.ReadyAfter = d
+	default:
+		return nil, usage("--ready %q: want notify or timer:DURATION (timer:1s)", o.Ready)
+	}
+	sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(o.StopSignal), "SIG"))
+	if sig == 0 {
+		return nil, usage("--stop-signal %q: not a signal name (TERM, QUIT, USR2, INT)", o.StopSignal)
+	}
+	s.StopSignal = int(sig)
+	switch {
+	case o.ReadyTimeout <= 0:
+		return nil, usage("--ready-timeout %v: want a positive duration", o.ReadyTimeout)
+	case o.DrainTimeout < 0 || o.KillGrace < 0:
+		return nil, usage("--drain-timeout and --kill-grace must not be negative")
+	case o.UpgradeTimeout <= 0:
+		return nil, usage("--upgrade-timeout %v: want a positive duration", o.UpgradeTimeout)
+	}
+	// The upgrade covers the new app getting ready: give it room.
+	if c.UpgradeTimeout < o.ReadyTimeout+5*time.Second {
+		c.UpgradeTimeout = o.ReadyTimeout + 5*time.Second
+	}
+	c.StopTimeout = o.DrainTimeout
+	c.Serve = &s
+	for _, raw := range o.Listen {
+		sp, err := listen.Parse(raw)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		c.Listen = append(c.Listen, sp)
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = inheritedSpecs
+	}
+	if len(c.Listen) == 0 {
+		return nil, usage("nothing to listen on: give --listen URI, or start under a service manager that passes LISTEN_FDS")
+	}
+	if len(o.FDNames) > len(c.Listen) {
+		return nil, usage("%d --fd-name for %d listeners", len(o.FDNames), len(c.Listen))
+	}
+	for i, n := range o.FDNames {
+		if n == "" || strings.ContainsAny(n, ":") {
+			return nil, usage("--fd-name %q: must be non-empty and without ':'", n)
+		}
+		c.Listen[i].Name = n
+	}
+	if len(o.Command) == 0 {
+		return nil, usage("no command: put the server command after --, e.g. sockhold serve --listen tcp://:8080 -- ./app")
+	}
+	if strings.HasPrefix(o.Command[0], "-") {
+		return nil, usage("unknown flag %s (the server command goes after --)", o.Command[0])
+	}
+	path, err := handoff.Resolve(o.Command[0])
+	if err != nil {
+		return nil, usage("%v", err)
+	}
+	c.Command, c.CommandPath = o.Command, path
+	c.Control = o.Control
+	if c.Control == "" {
+		c.Control = DefaultControlPath(c.Listen[0])
+	}
+	return c, nil
+}
+
+// String names the readiness rule for logs.
+func (s *ServeSettings) String() string {
+	if s.ReadyNotify {
+		return "notify"
+	}
+	return fmt.Sprintf("timer:%v", s.ReadyAfter)
+}

@@ -1,0 +1,253 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// appEvent is one line of the test app's own life record.
+type appEvent struct {
+	what string
+	pid  int
+	at   int64
+}
+
+func readEvents(t *testing.T, path string) []appEvent {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []appEvent
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		pid, _ := strconv.Atoi(f[len(f)-2])
+		at, _ := strconv.ParseInt(f[len(f)-1], 10, 64)
+		out = append(out, appEvent{strings.Join(f[:len(f)-2], " "), pid, at})
+	}
+	return out
+}
+
+// appReply checks an answer of the test app: "TAG PID\n".
+func appReply(tag string) func(string) error {
+	return func(reply string) error {
+		f := strings.Fields(reply)
+		if len(f) != 2 || f[0] != tag || !strings.HasSuffix(reply, "\n") {
+			return fmt.Errorf("wrong reply %q", reply)
+		}
+		return nil
+	}
+}
+
+// A real reader of LISTEN_* (go-systemd's activation, which checks
+// LISTEN_PID against its own PID) receives its listeners by name; readers
+// of EINHORN_FD_COUNT/EINHORN_FD_n and of EINHORN_FDS are served the same.
+func TestServeEveryDialect(t *testing.T) {
+	for _, c := range []struct {
+		dialect, ready string
+		appArgs        []string
+	}{
+		{"systemd", "notify", nil},
+		{"einhorn", "timer:100ms", []string{"-ready", "none"}},
+		{"einhorn-fds", "timer:100ms", []string{"-ready", "none"}},
+	} {
+		t.Run(c.dialect, func(t *testing.T) {
+			events := filepath.Join(t.TempDir(), "events")
+			args := []string{"serve", "--listen", "tcp://127.0.0.1:0?name=web", "--listen", "tcp://127.0.0.1:0",
+				"--fd-name", "web", "--fd-name", "admin", "--ready", c.ready, "--",
+				appBin, "-dialect", c.dialect, "-tag", c.dialect, "-events", events}
+			in := start(t, append(args, c.appArgs...)...)
+			a, b := mustRoundTrip(t, in.addr(0), ""), mustRoundTrip(t, in.addr(1), "")
+			if appReply(c.dialect)(a) != nil || a != b {
+				t.Fatalf("answers %q and %q, want one copy of %s on both listeners", a, b, c.dialect)
+			}
+			var listeners string
+			for _, e := range readEvents(t, events) {
+				if strings.HasPrefix(e.what, "listeners ") {
+					listeners = strings.TrimPrefix(e.what, "listeners ")
+				}
+			}
+			got := strings.Split(listeners, ",")
+			sort.Strings(got)
+			want := map[string]string{"systemd": "admin,web", "einhorn": "3,4", "einhorn-fds": "3,4"}[c.dialect]
+			if strings.Join(got, ",") != want {
+				t.Fatalf("the app found listeners %q, want %q", listeners, want)
+			}
+		})
+	}
+}
+
+// fd hygiene: the app sees exactly fds 0-2 and its listeners, in order.
+func TestServeAppGetsExactlyItsListeners(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "fds")
+	stray, _ := os.Open(os.DevNull)
+	defer stray.Close()
+	in := startWith(t, startOpts{extraFiles: []*os.File{stray}}, "serve",
+		"--listen", "tcp://127.0.0.1:0", "--listen", "tcp://127.0.0.1:0", "--ready", "timer:50ms", "--no-listen-pid",
+		"--", fdAppBin, out)
+	in.waitFor(5*time.Second, msgIs("app ready"))
+	b, _ := os.ReadFile(out)
+	want := fmt.Sprintf("fd=0 port=-1 listening=0\nfd=1 port=-1 listening=0\nfd=2 port=-1 listening=0\nfd=3 port=%d listening=1\nfd=4 port=%d listening=1\nend\n",
+		portOf(in.addr(0)), portOf(in.addr(1)))
+	if string(b) != want {
+		t.Fatalf("app descriptors:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+// 20 restarts under closed-loop load: nothing refused, reset or failed;
+// each old copy is signalled only after its successor said it was ready,
+// by the apps' own clocks.
+func TestServeTwentyRestartsUnderLoad(t *testing.T) {
+	events := filepath.Join(t.TempDir(), "events")
+	in := startWith(t, startOpts{verbosity: "-v"}, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify",
+		"--", appBin, "-dialect", "systemd", "-tag", "v", "-events", events)
+	l := startLoad(t, in.addr(0), 8, appReply("v"))
+	l.waitServed(t, 50, 10*time.Second)
+	for i := 0; i < 20; i++ {
+		if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+			t.Fatalf("restart %d: %d %q %q", i+1, code, out, errOut)
+		}
+		l.waitServed(t, 20, 10*time.Second)
+	}
+	served, errs := l.finish()
+	t.Logf("%d requests across 20 restarts", served)
+	if len(errs) > 0 {
+		t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+	}
+	in.stop(syscall.SIGTERM, 15*time.Second)
+	ev := readEvents(t, events)
+	ready := map[int]int64{}
+	var order []int
+	for _, e := range ev {
+		if e.what == "ready" {
+			ready[e.pid] = e.at
+			order = append(order, e.pid)
+		}
+	}
+	if len(order) != 21 {
+		t.Fatalf("%d copies became ready, want 21", len(order))
+	}
+	for _, e := range ev {
+		if !strings.HasPrefix(e.what, "signal") {
+			continue
+		}
+		for i, pid := range order[:len(order)-1] {
+			if pid == e.pid && ready[order[i+1]] > e.at {
+				t.Errorf("copy %d was signalled %v before its successor %d was ready",
+					pid, time.Duration(ready[order[i+1]]-e.at), order[i+1])
+			}
+		}
+	}
+}
+
+// A new copy that exits 1 at start, and one that never gets ready: the
+// restart is abandoned with the reason, the old copy serves on untouched,
+// and the next good restart succeeds.
+func TestServeFailedRestartsKeepTheOldCopy(t *testing.T) {
+	mode := filepath.Join(t.TempDir(), "mode")
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--ready-timeout", "1s",
+		"--", appBin, "-dialect", "systemd", "-tag", "v", "-mode-file", mode)
+	first := mustRoundTrip(t, in.addr(0), "")
+	// A copy that is not ready may still accept on the shared socket (as
+	// under einhorn or systemd); what matters is that nothing fails.
+	l := startLoad(t, in.addr(0), 4, appReply("v"))
+	for _, c := range []struct{ mode, reason string }{
+		{"exit 1", "exited before it was ready (status 1)"},
+		{"never-ready", "not ready within --ready-timeout 1s"},
+	} {
+		os.WriteFile(mode, []byte(c.mode), 0o644)
+		code, _, errOut := ctl(t, in, "upgrade", "--wait")
+		if code != 1 || !strings.Contains(errOut, c.reason) {
+			t.Errorf("%s: exit %d %q, want 1 and %q", c.mode, code, errOut, c.reason)
+		}
+		l.waitServed(t, 10, 10*time.Second)
+	}
+	if _, errs := l.finish(); len(errs) > 0 {
+		t.Fatalf("%d requests failed: %v", len(errs), errs[:min(5, len(errs))])
+	}
+	if got := mustRoundTrip(t, in.addr(0), ""); got != first {
+		t.Fatalf("after the failed restarts %q answers, want the old copy %q", got, first)
+	}
+	os.WriteFile(mode, nil, 0o644)
+	if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+		t.Fatalf("good restart: %d %q %q", code, out, errOut)
+	}
+	if got := mustRoundTrip(t, in.addr(0), ""); got == first || appReply("v")(got) != nil {
+		t.Fatalf("after the good restart: %q (old copy %q)", got, first)
+	}
+}
+
+// An old copy that ignores SIGTERM is killed after --drain-timeout.
+func TestServeDrainTimeoutKills(t *testing.T) {
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--drain-timeout", "300ms",
+		"--", appBin, "-dialect", "systemd", "-ignore-term")
+	old, _ := strconv.Atoi(strings.Fields(mustRoundTrip(t, in.addr(0), ""))[1])
+	if code, _, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+		t.Fatal(errOut)
+	}
+	r := in.waitFor(5*time.Second, msgIs("app did not stop within --drain-timeout; killed"))
+	if r.int("app_pid") != old {
+		t.Fatalf("killed %v, want the old copy %d", r, old)
+	}
+	in.waitFor(5*time.Second, func(r record) bool {
+		return r.str("msg") == "EXIT" && r.int("pid") == old && r.str("signal") == "SIGKILL"
+	})
+}
+
+// A copy that crashes at start is restarted with exponential backoff, not
+// in a busy loop: count the starts over a few seconds.
+func TestServeCrashLoopBacksOff(t *testing.T) {
+	// Nothing ever serves here, so wait for the listener, not for serving.
+	in := launch(t, startOpts{}, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify",
+		"--", appBin, "-exit-at-start", "3")
+	in.addrs = []string{in.waitFor(10*time.Second, msgIs("listening")).str("addr")}
+	begin := time.Now()
+	in.waitForN(10*time.Second, 5, msgIs("app started"))
+	took := time.Since(begin)
+	// 5 starts need at least 100+200+400+800 ms of backoff between them.
+	if took < 1400*time.Millisecond {
+		t.Fatalf("5 starts in %v: no backoff", took)
+	}
+	n := in.count(msgIs("app started"))
+	t.Logf("%d starts in %v", n, took)
+	if n > 6 {
+		t.Fatalf("%d starts in %v", n, took)
+	}
+	if c, err := net.Dial("tcp", in.addr(0)); err != nil {
+		t.Fatalf("the listener closed during the crash loop: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// SIGTERM: the copy gets --stop-signal and drains; sockhold exits with a
+// status that reflects the app's: 0 for a clean stop, 137 when it had to be
+// killed.
+func TestServeStopReflectsTheApp(t *testing.T) {
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--stop-signal", "USR2",
+		"--", appBin, "-dialect", "systemd")
+	mustRoundTrip(t, in.addr(0), "")
+	if code := in.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("clean stop: exit %d", code)
+	}
+	in2 := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--drain-timeout", "200ms",
+		"--", appBin, "-dialect", "systemd", "-ignore-term")
+	mustRoundTrip(t, in2.addr(0), "")
+	if code := in2.stop(syscall.SIGTERM, 10*time.Second); code != 137 {
+		t.Fatalf("stop of an app that ignores SIGTERM: exit %d, want 137", code)
+	}
+}

@@ -1,0 +1,149 @@
+// Command testapp is the long-running server the serve-mode tests run
+// behind sockhold. It takes its listeners in the dialect named by -dialect,
+// answers each connection with "TAG PID", and records its life (ready,
+// stop signal) with timestamps in -events, so tests can check ordering
+// from the apps' own clocks.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+func main() {
+	dialect := flag.String("dialect", "systemd", "systemd | einhorn | einhorn-fds")
+	ready := flag.String("ready", "notify", "notify | none")
+	readyDelay := flag.Duration("ready-delay", 0, "wait this long before READY=1")
+	tag := flag.String("tag", "app", "first word of every answer")
+	events := flag.String("events", "", "append life events here")
+	exitAtStart := flag.Int("exit-at-start", -1, "exit with this status at once")
+	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM")
+	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\" or \"never-ready\"")
+	flag.Parse()
+	if *modeFile != "" {
+		b, _ := os.ReadFile(*modeFile)
+		switch f := strings.Fields(string(b)); {
+		case len(f) == 2 && f[0] == "exit":
+			n, _ := strconv.Atoi(f[1])
+			*exitAtStart = n
+		case len(f) == 1 && f[0] == "never-ready":
+			*readyDelay = time.Hour
+		}
+	}
+	pid := os.Getpid()
+	record := func(what string) {
+		if *events == "" {
+			return
+		}
+		f, err := os.OpenFile(*events, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%s %d %d\n", what, pid, time.Now().UnixNano())
+			f.Close()
+		}
+	}
+	if *exitAtStart >= 0 {
+		record("start-fail")
+		os.Exit(*exitAtStart)
+	}
+	sigs := make(chan os.Signal, 4)
+	if *ignoreTerm {
+		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGQUIT)
+	} else {
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGQUIT)
+	}
+	lns, names, err := listeners(*dialect)
+	if err != nil || len(lns) == 0 {
+		fmt.Fprintln(os.Stderr, "testapp: no listeners:", err)
+		os.Exit(3)
+	}
+	record("listeners " + strings.Join(names, ","))
+	var wg sync.WaitGroup
+	for _, l := range lns {
+		wg.Add(1)
+		go func(l net.Listener) {
+			defer wg.Done()
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%s %d\n", *tag, pid)
+				c.Close()
+			}
+		}(l)
+	}
+	time.Sleep(*readyDelay)
+	// Recorded before it is announced: sockhold may act on READY=1 at once.
+	record("ready")
+	if *ready == "notify" {
+		daemon.SdNotify(false, "READY=1\nSTATUS=serving as "+*tag)
+	}
+	s := <-sigs
+	record("signal " + s.String())
+	for _, l := range lns {
+		l.Close()
+	}
+	wg.Wait()
+}
+
+func listeners(dialect string) ([]net.Listener, []string, error) {
+	switch dialect {
+	case "systemd":
+		// A real third-party reader: it checks LISTEN_PID against its PID.
+		byName, err := activation.ListenersWithNames()
+		if err != nil {
+			return nil, nil, err
+		}
+		var lns []net.Listener
+		var names []string
+		for name, ls := range byName {
+			for _, l := range ls {
+				lns = append(lns, l)
+				names = append(names, name)
+			}
+		}
+		return lns, names, nil
+	case "einhorn":
+		n, _ := strconv.Atoi(os.Getenv("EINHORN_FD_COUNT"))
+		var fds []int
+		for i := 0; i < n; i++ {
+			fd, _ := strconv.Atoi(os.Getenv("EINHORN_FD_" + strconv.Itoa(i)))
+			fds = append(fds, fd)
+		}
+		return fromFDs(fds)
+	case "einhorn-fds":
+		var fds []int
+		for _, f := range strings.Fields(os.Getenv("EINHORN_FDS")) {
+			fd, _ := strconv.Atoi(f)
+			fds = append(fds, fd)
+		}
+		return fromFDs(fds)
+	}
+	return nil, nil, fmt.Errorf("unknown dialect %q", dialect)
+}
+
+func fromFDs(fds []int) ([]net.Listener, []string, error) {
+	var lns []net.Listener
+	var names []string
+	for _, fd := range fds {
+		l, err := net.FileListener(os.NewFile(uintptr(fd), "fd"+strconv.Itoa(fd)))
+		if err != nil {
+			return nil, nil, err
+		}
+		lns = append(lns, l)
+		names = append(names, strconv.Itoa(fd))
+	}
+	return lns, names, nil
+}
