@@ -20,12 +20,13 @@ var AppVarPrefixes = []string{"EINHORN_FD_"}
 // so any server finds its own:
 //
 //	systemd:      LISTEN_FDS, LISTEN_FDNAMES (LISTEN_PID is set by the shim)
-//	einhorn:      EINHORN_FD_COUNT, EINHORN_FD_0..., EINHORN_MASTER_PID, EINHORN_CHILD_INDEX
+//	einhorn:      EINHORN_FD_COUNT, EINHORN_FD_0..., EINHORN_MASTER_PID, EINHORN_CHILD_INDEX,
+//	              EINHORN_SOCK_PATH (for "worker:ack")
 //	socketmaster: EINHORN_FDS ("3 4 ...")
 //	readiness:    NOTIFY_SOCKET
 //
 // master is the app's real parent, the process einhorn apps signal.
-func AppEnv(names []string, master, childIndex int, notifySocket string) []string {
+func AppEnv(names []string, master, childIndex int, notifySocket string, einhornSock ...string) []string {
 	n := len(names)
 	fds := make([]string, n)
 	env := []string{
@@ -43,6 +44,9 @@ func AppEnv(names []string, master, childIndex int, notifySocket string) []strin
 	env = append(env, "EINHORN_FDS="+strings.Join(fds, " "))
 	if notifySocket != "" {
 		env = append(env, "NOTIFY_SOCKET="+notifySocket)
+	}
+	for _, p := range einhornSock {
+		env = append(env, "EINHORN_SOCK_PATH="+p)
 	}
 	return env
 }

@@ -54,15 +54,17 @@ func appReply(tag string) func(string) error {
 }
 
 // A real reader of LISTEN_* (go-systemd's activation, which checks
-// LISTEN_PID against its own PID) receives its listeners by name; readers
-// of EINHORN_FD_COUNT/EINHORN_FD_n and of EINHORN_FDS are served the same.
+// LISTEN_PID against its own PID) receives its listeners by name and is
+// ready by READY=1; a reader of EINHORN_FD_COUNT/EINHORN_FD_n is ready by
+// einhorn's manual ACK on EINHORN_SOCK_PATH; a reader of EINHORN_FDS by
+// a timer.
 func TestServeEveryDialect(t *testing.T) {
 	for _, c := range []struct {
 		dialect, ready string
 		appArgs        []string
 	}{
 		{"systemd", "notify", nil},
-		{"einhorn", "timer:100ms", []string{"-ready", "none"}},
+		{"einhorn", "einhorn", []string{"-ready", "einhorn"}},
 		{"einhorn-fds", "timer:100ms", []string{"-ready", "none"}},
 	} {
 		t.Run(c.dialect, func(t *testing.T) {
@@ -71,6 +73,13 @@ func TestServeEveryDialect(t *testing.T) {
 				"--fd-name", "web", "--fd-name", "admin", "--ready", c.ready, "--",
 				appBin, "-dialect", c.dialect, "-tag", c.dialect, "-events", events}
 			in := start(t, append(args, c.appArgs...)...)
+			wantBy := map[string]string{"notify": "notify", "einhorn": "einhorn"}[c.ready]
+			if wantBy == "" {
+				wantBy = "timer"
+			}
+			if by := in.waitFor(0, msgIs("app ready")).str("by"); by != wantBy {
+				t.Fatalf("app ready by %q, want %q", by, wantBy)
+			}
 			a, b := mustRoundTrip(t, in.addr(0), ""), mustRoundTrip(t, in.addr(1), "")
 			if appReply(c.dialect)(a) != nil || a != b {
 				t.Fatalf("answers %q and %q, want one copy of %s on both listeners", a, b, c.dialect)

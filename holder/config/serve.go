@@ -39,6 +39,7 @@ type Serve struct {
 // ServeSettings are the serve-mode parts of Config.
 type ServeSettings struct {
 	ReadyNotify  bool          // readiness is READY=1 on NOTIFY_SOCKET
+	ReadyEinhorn bool          // readiness is "worker:ack" on EINHORN_SOCK_PATH
 	ReadyAfter   time.Duration // otherwise: ready once the app has run this long
 	ReadyTimeout time.Duration
 	StopSignal   int
@@ -61,14 +62,16 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 	switch {
 	case o.Ready == "notify":
 		s.ReadyNotify = true
+	case o.Ready == "einhorn":
+		s.ReadyEinhorn = true
 	case strings.HasPrefix(o.Ready, "timer:"):
 		d, err := time.ParseDuration(strings.TrimPrefix(o.Ready, "timer:"))
 		if err != nil || d < 0 {
-			return nil, usage("--ready %q: want notify or timer:DURATION (timer:1s)", o.Ready)
+			return nil, usage("--ready %q: want notify, einhorn or timer:DURATION (timer:1s)", o.Ready)
 		}
 		s.ReadyAfter = d
 	default:
-		return nil, usage("--ready %q: want notify or timer:DURATION (timer:1s)", o.Ready)
+		return nil, usage("--ready %q: want notify, einhorn or timer:DURATION (timer:1s)", o.Ready)
 	}
 	sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(o.StopSignal), "SIG"))
 	if sig == 0 {
@@ -131,8 +134,11 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 
 // String names the readiness rule for logs.
 func (s *ServeSettings) String() string {
-	if s.ReadyNotify {
+	switch {
+	case s.ReadyNotify:
 		return "notify"
+	case s.ReadyEinhorn:
+		return "einhorn"
 	}
 	return fmt.Sprintf("timer:%v", s.ReadyAfter)
 }

@@ -19,6 +19,8 @@ import (
 type serveState struct {
 	cfg     *config.ServeSettings
 	notify  *handoff.NotifySocket
+	einhorn *handoff.EinhornSocket
+	acks    map[int][]byte // einhorn clients connected: unread input by fd
 	timer   *timer
 	backoff *throttle.Backoff
 	env     []string // the app's environment, every dialect included
@@ -49,6 +51,13 @@ func (w *Worker) setupServe() error {
 	if err := w.watch(s.notify.FD, kindNotify); err != nil {
 		return err
 	}
+	if s.einhorn, err = handoff.ListenEinhorn(); err != nil {
+		return fmt.Errorf("einhorn socket: %v", err)
+	}
+	s.acks = map[int][]byte{}
+	if err := w.watch(s.einhorn.FD, kindEinhorn); err != nil {
+		return err
+	}
 	if err := w.watch(s.timer.fd, kindServeTimer); err != nil {
 		return err
 	}
@@ -62,7 +71,7 @@ func (w *Worker) setupServe() error {
 	drop := append(append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION", handoff.ShimEnv}, handoff.ConnVars...), config.InternalEnv...), handoff.AppVars...)
 	s.env = handoff.FilterEnv(os.Environ(), drop, append(config.InternalEnvPrefixes, handoff.AppVarPrefixes...))
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
-	s.env = append(s.env, handoff.AppEnv(names, os.Getpid(), 0, s.notify.Addr)...)
+	s.env = append(s.env, handoff.AppEnv(names, os.Getpid(), 0, s.notify.Addr, s.einhorn.Path)...)
 	w.serve = s
 	return nil
 }
@@ -100,7 +109,7 @@ func (w *Worker) serveRearm() {
 		}
 	}
 	if a := s.app; a != nil && !a.ready && !a.stopping {
-		if !s.cfg.ReadyNotify {
+		if s.readyByTimer() {
 			earliest(a.start.Add(s.cfg.ReadyAfter))
 		}
 		earliest(a.start.Add(s.cfg.ReadyTimeout))
@@ -122,7 +131,7 @@ func (w *Worker) serveTimer() {
 	now := time.Now()
 	if a := s.app; a != nil && !a.ready && !a.stopping {
 		switch {
-		case !s.cfg.ReadyNotify && !now.Before(a.start.Add(s.cfg.ReadyAfter)):
+		case s.readyByTimer() && !now.Before(a.start.Add(s.cfg.ReadyAfter)):
 			w.appReady("timer")
 		case !now.Before(a.start.Add(s.cfg.ReadyTimeout)):
 			unix.PidfdSendSignal(a.pidfd, unix.SIGKILL, nil, 0)
@@ -158,6 +167,70 @@ func (w *Worker) fromNotify() {
 			w.appReady("notify")
 		}
 	}
+}
+
+// readyByTimer: an app counts as ready after --ready timer:D only when no
+// message is asked for; with notify or einhorn only the message counts.
+func (s *serveState) readyByTimer() bool { return !s.cfg.ReadyNotify && !s.cfg.ReadyEinhorn }
+
+// fromEinhorn accepts einhorn clients on EINHORN_SOCK_PATH.
+func (w *Worker) fromEinhorn() {
+	s := w.serve
+	for {
+		fd := s.einhorn.Accept()
+		if fd < 0 {
+			return
+		}
+		if len(s.acks) >= 16 || w.watch(fd, kindEinhornConn) != nil {
+			unix.Close(fd)
+			continue
+		}
+		s.acks[fd] = nil
+	}
+}
+
+// einhornInput reads what an einhorn client sent: one message a line. A
+// "worker:ack" for the app's own PID makes it ready (with --ready einhorn).
+func (w *Worker) einhornInput(fd int) {
+	s := w.serve
+	buf := make([]byte, 4096)
+	n, err := unix.Read(fd, buf)
+	if n > 0 {
+		s.acks[fd] = append(s.acks[fd], buf[:n]...)
+	}
+	for {
+		line, rest, ok := cutLine(s.acks[fd])
+		if !ok {
+			break
+		}
+		s.acks[fd] = rest
+		m, perr := handoff.ParseEinhornLine(line)
+		switch {
+		case perr != nil:
+			w.log.Warn("einhorn message ignored", "error", perr)
+		case m.Command == "worker:ack" && s.app != nil && m.PID == s.app.pid:
+			if s.cfg.ReadyEinhorn && !s.app.ready {
+				w.appReady("einhorn")
+			}
+		default:
+			w.log.Debug("einhorn command ignored", "command", m.Command, "pid", m.PID)
+		}
+	}
+	if n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) || len(s.acks[fd]) > 64<<10 {
+		delete(s.acks, fd)
+		delete(w.kinds, fd)
+		w.poll.del(fd)
+		unix.Close(fd)
+	}
+}
+
+func cutLine(b []byte) (string, []byte, bool) {
+	for i, c := range b {
+		if c == '\n' {
+			return string(b[:i]), b[i+1:], true
+		}
+	}
+	return "", b, false
 }
 
 func (w *Worker) appReady(how string) {

@@ -73,9 +73,11 @@ const (
 	kindTimer
 	kindWake
 	kindHolder
-	kindNotify     // serve mode: sd_notify messages from the app
-	kindApp        // serve mode: the app's pidfd
-	kindServeTimer // serve mode: readiness timer, ready deadline, restart
+	kindNotify      // serve mode: sd_notify messages from the app
+	kindApp         // serve mode: the app's pidfd
+	kindServeTimer  // serve mode: readiness timer, ready deadline, restart
+	kindEinhorn     // serve mode: EINHORN_SOCK_PATH listener
+	kindEinhornConn // serve mode: one einhorn client
 )
 
 // Main runs a worker process and returns its exit status.
@@ -229,6 +231,9 @@ func (w *Worker) run() int {
 			w.serveRearm()
 		}
 	}
+	if w.serve != nil {
+		w.serve.einhorn.Close()
+	}
 	w.log.Info("worker stopped accepting; handlers are left to the holder",
 		"live", len(w.handlers), "accepted", w.counters.accepted,
 		"rejected", w.counters.rejected, "spawn_failures", w.counters.spawnFailures)
@@ -265,6 +270,10 @@ func (w *Worker) dispatch(fd int) {
 		w.appExited()
 	case kindServeTimer:
 		w.serveTimer()
+	case kindEinhorn:
+		w.fromEinhorn()
+	case kindEinhornConn:
+		w.einhornInput(fd)
 	}
 }
 

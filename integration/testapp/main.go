@@ -23,7 +23,7 @@ import (
 
 func main() {
 	dialect := flag.String("dialect", "systemd", "systemd | einhorn | einhorn-fds")
-	ready := flag.String("ready", "notify", "notify | none")
+	ready := flag.String("ready", "notify", "notify | einhorn | none")
 	readyDelay := flag.Duration("ready-delay", 0, "wait this long before READY=1")
 	tag := flag.String("tag", "app", "first word of every answer")
 	events := flag.String("events", "", "append life events here")
@@ -87,8 +87,15 @@ func main() {
 	time.Sleep(*readyDelay)
 	// Recorded before it is announced: sockhold may act on READY=1 at once.
 	record("ready")
-	if *ready == "notify" {
+	switch *ready {
+	case "notify":
 		daemon.SdNotify(false, "READY=1\nSTATUS=serving as "+*tag)
+	case "einhorn":
+		// What Ruby's Einhorn::Client sends: YAML.dump, % and newlines escaped.
+		if c, err := net.Dial("unix", os.Getenv("EINHORN_SOCK_PATH")); err == nil {
+			fmt.Fprintf(c, "---%%0Acommand: worker:ack%%0Apid: %d%%0A\n", pid)
+			c.Close()
+		}
 	}
 	s := <-sigs
 	record("signal " + s.String())
