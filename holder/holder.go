@@ -16,6 +16,7 @@ import (
 
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/throttle"
 )
 
@@ -126,6 +127,11 @@ func (h *Holder) Run() int {
 	}
 	sigc := make(chan os.Signal, 32)
 	signal.Notify(sigc, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if h.cfg.Serve != nil {
+		for _, s := range h.cfg.Serve.Forward {
+			signal.Notify(sigc, syscall.Signal(s))
+		}
+	}
 	defer signal.Stop(sigc)
 	h.notify = newNotifier(h.log)
 	h.log.Info("holder started", "pid", os.Getpid(), "binary", h.exe, "version", h.version, "control", h.control.path)
@@ -153,6 +159,11 @@ func (h *Holder) onSignal(s syscall.Signal) {
 		h.stop(s)
 	case syscall.SIGHUP:
 		h.requestUpgrade(nil)
+	default:
+		// --forward-signals: to the current copy, through its worker.
+		if c := h.current; c != nil && c.link >= 0 {
+			link.Send(c.link, link.Msg{Type: link.Signal, Signo: int(s)})
+		}
 	}
 }
 

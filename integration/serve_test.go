@@ -260,3 +260,41 @@ func TestServeStopReflectsTheApp(t *testing.T) {
 		t.Fatalf("stop of an app that ignores SIGTERM: exit %d, want 137", code)
 	}
 }
+
+// --forward-signals passes the listed signals to the running copy; sockhold's
+// own signals cannot be listed.
+func TestServeForwardSignals(t *testing.T) {
+	events := filepath.Join(t.TempDir(), "events")
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--forward-signals", "USR1,WINCH",
+		"--", appBin, "-dialect", "systemd", "-events", events)
+	app, _ := strconv.Atoi(strings.Fields(mustRoundTrip(t, in.addr(0), ""))[1])
+	for _, s := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGWINCH} {
+		in.cmd.Process.Signal(s)
+		r := in.waitFor(5*time.Second, func(r record) bool {
+			return r.str("msg") == "signal passed on to the app" && r.str("signal") == unixSignalName(s)
+		})
+		if r.int("app_pid") != app {
+			t.Fatalf("%v passed to %v, want the app %d", s, r, app)
+		}
+	}
+	if code := in.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	got := map[string]bool{}
+	for _, e := range readEvents(t, events) {
+		if e.pid == app {
+			got[e.what] = true
+		}
+	}
+	if !got["got user defined signal 1"] || !got["got window changed"] {
+		t.Fatalf("app events %v: forwarded signals not received", got)
+	}
+	code, lines := runToExit(t, "serve", "--listen", "tcp://127.0.0.1:0", "--forward-signals", "HUP", "--", appBin)
+	if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], "sockhold's own") {
+		t.Fatalf("--forward-signals HUP: exit %d %q", code, lines)
+	}
+}
+
+func unixSignalName(s syscall.Signal) string {
+	return map[syscall.Signal]string{syscall.SIGUSR1: "SIGUSR1", syscall.SIGWINCH: "SIGWINCH"}[s]
+}

@@ -65,6 +65,7 @@ type serveCmd struct {
 	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
 	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
+	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copy (USR1,USR2,WINCH,...)."`
 	Verbose      int           `short:"v" type:"counter" help:"More log output: -v logs each copy's life, -vv adds debug."`
 	LogFormat    string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
 
@@ -82,7 +83,7 @@ func (c *serveCmd) Run() error {
 	os.Exit(holder.Serve(config.Serve{
 		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
-		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, KillGrace: 5 * time.Second,
+		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, Forward: c.Forward, KillGrace: 5 * time.Second,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
 	}, version))

@@ -27,6 +27,7 @@ type Serve struct {
 	StopSignal   string
 	DrainTimeout time.Duration
 	NoListenPID  bool
+	Forward      []string // signal names passed on to the app
 	KillGrace    time.Duration
 	Verbose      int
 	LogFormat    string
@@ -45,6 +46,7 @@ type ServeSettings struct {
 	StopSignal   int
 	DrainTimeout time.Duration
 	NoListenPID  bool
+	Forward      []int // signals the holder passes on to the current copy
 }
 
 // FromServe validates serve-mode options.
@@ -78,6 +80,16 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--stop-signal %q: not a signal name (TERM, QUIT, USR2, INT)", o.StopSignal)
 	}
 	s.StopSignal = int(sig)
+	for _, name := range o.Forward {
+		n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG"))
+		switch n {
+		case 0:
+			return nil, usage("--forward-signals: %q is not a signal name", name)
+		case unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGCHLD, unix.SIGKILL, unix.SIGSTOP, unix.SIGPIPE:
+			return nil, usage("--forward-signals: %s is sockhold's own (HUP restarts, TERM/INT stop)", unix.SignalName(n))
+		}
+		s.Forward = append(s.Forward, int(n))
+	}
 	switch {
 	case o.ReadyTimeout <= 0:
 		return nil, usage("--ready-timeout %v: want a positive duration", o.ReadyTimeout)

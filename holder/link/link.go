@@ -25,6 +25,7 @@ const (
 	Upgraded      = "upgraded"       // worker -> holder: the new worker is ready; I am exiting
 	UpgradeFailed = "upgrade-failed" // worker -> holder: Reason says why; I keep serving
 	StatusAsk     = "status?"        // holder -> worker
+	Signal        = "signal"         // holder -> worker: pass Signo on to the app
 	StatusReply   = "status"         // worker -> holder: Stats
 )
 
@@ -38,7 +39,8 @@ type Msg struct {
 	Starts     []int64 `json:"starts,omitempty"` // unix nanoseconds, one per attached pidfd
 	Gens       []int   `json:"gens,omitempty"`   // the generation that started each
 	More       bool    `json:"more,omitempty"`   // adopt: further pidfds follow in another message
-	Drain      []int   `json:"drain,omitempty"`  // upgraded: app PIDs asked to stop, for the holder to kill after DrainMS
+	Signo      int     `json:"signo,omitempty"`
+	Drain      []int   `json:"drain,omitempty"` // upgraded: app PIDs asked to stop, for the holder to kill after DrainMS
 	DrainMS    int64   `json:"drain_ms,omitempty"`
 	Stats      *Stats  `json:"stats,omitempty"`
 }

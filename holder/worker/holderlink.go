@@ -28,6 +28,11 @@ func (w *Worker) fromHolder() {
 		w.adopt(m, fds)
 	case link.Upgrade:
 		w.startUpgrade()
+	case link.Signal:
+		if w.serve != nil && w.serve.app != nil {
+			unix.PidfdSendSignal(w.serve.app.pidfd, unix.Signal(m.Signo), nil, 0)
+			w.log.Info("signal passed on to the app", "app_pid", w.serve.app.pid, "signal", unix.SignalName(unix.Signal(m.Signo)))
+		}
 	case link.StatusAsk:
 		st := w.stats()
 		link.Send(w.holder, link.Msg{Type: link.StatusReply, Stats: &st})

@@ -59,9 +59,9 @@ func main() {
 	sigs := make(chan os.Signal, 4)
 	if *ignoreTerm {
 		signal.Ignore(syscall.SIGTERM)
-		signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGQUIT)
+		signal.Notify(sigs, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGWINCH)
 	} else {
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGQUIT)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGWINCH)
 	}
 	lns, names, err := listeners(*dialect)
 	if err != nil || len(lns) == 0 {
@@ -98,6 +98,10 @@ func main() {
 		}
 	}
 	s := <-sigs
+	for s == syscall.SIGUSR1 || s == syscall.SIGWINCH {
+		record("got " + s.String()) // a forwarded signal: note it, keep serving
+		s = <-sigs
+	}
 	record("signal " + s.String())
 	for _, l := range lns {
 		l.Close()
