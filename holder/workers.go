@@ -120,13 +120,21 @@ func (h *Holder) linkMessage(pid int, m linkMsg) {
 	switch m.Type {
 	case link.Hello:
 		w.version, w.helloed = m.Version, true
-		if w == h.current && !w.adoptSent {
+		// Serve mode has no handler budget to hand over, so a worker
+		// started by an upgrade gets its generation at once and can
+		// take over the moment its app is ready.
+		if (w == h.current || (h.cfg.Mode == config.ModeServe && w.fromUpgrade)) && !w.adoptSent {
 			h.sendAdopt(w)
 		}
 	case link.Serving:
 		w.serving = true
 		if w != h.current {
-			return
+			if h.cfg.Mode != config.ModeServe || h.upgrade == nil || !w.fromUpgrade {
+				return
+			}
+			// Serve mode: the new copy is ready, so the new generation
+			// serves; the old worker is on its way out.
+			h.current = w
 		}
 		h.log.Info("serving", "gen", w.gen, "worker", w.pid, "version", w.version)
 		h.notify.ready(h.statusLine())
@@ -250,6 +258,9 @@ func (h *Holder) childExited(r reaped) {
 			h.current = nil
 			h.currentExited(w, r)
 		} else {
+			// A generation already replaced (serve mode hands over
+			// before the old worker has gone): its app is an orphan now.
+			h.adoptOrphans(w.gen)
 			h.log.Info("worker exited", append([]any{"pid", r.pid}, logs.WaitAttrs(r.status)...)...)
 		}
 		return

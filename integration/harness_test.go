@@ -100,7 +100,7 @@ func (r record) int(k string) int {
 
 // instance is one running sockhold holder.
 type instance struct {
-	t     *testing.T
+	t     testing.TB
 	cmd   *exec.Cmd
 	mu    sync.Mutex
 	recs  []record
@@ -144,11 +144,11 @@ func hasFlag(args []string, flag string) bool {
 
 // start runs sockhold with args (plus JSON debug logging) and waits until it
 // serves. The holder is stopped, and must exit, when the test ends.
-func start(t *testing.T, args ...string) *instance {
+func start(t testing.TB, args ...string) *instance {
 	return startWith(t, startOpts{}, args...)
 }
 
-func startWith(t *testing.T, o startOpts, args ...string) *instance {
+func startWith(t testing.TB, o startOpts, args ...string) *instance {
 	t.Helper()
 	in := launch(t, o, args...)
 	in.waitFor(10*time.Second, func(r record) bool { return r.str("msg") == "serving" })
@@ -160,7 +160,7 @@ func startWith(t *testing.T, o startOpts, args ...string) *instance {
 }
 
 // launch starts sockhold without waiting for it to serve.
-func launch(t *testing.T, o startOpts, args ...string) *instance {
+func launch(t testing.TB, o startOpts, args ...string) *instance {
 	t.Helper()
 	verbosity := o.verbosity
 	if verbosity == "" {

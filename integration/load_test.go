@@ -31,7 +31,7 @@ func installSockhold(t *testing.T, src string) string {
 func swapBinary(t *testing.T, path, src string) { copyFile(t, src, path, 0o755) }
 
 // ctl runs a sockhold client command against in's control socket.
-func ctl(t *testing.T, in *instance, args ...string) (int, string, string) {
+func ctl(t testing.TB, in *instance, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(sockholdBin, append(args, "--control", in.ctl)...)
 	var out, errb strings.Builder
@@ -56,7 +56,7 @@ type load struct {
 // sample is one connection: when it started and ended.
 type sample struct{ start, end time.Time }
 
-func startLoad(t *testing.T, addr string, clients int, check func(string) error) *load {
+func startLoad(t testing.TB, addr string, clients int, check func(string) error) *load {
 	l := &load{stop: make(chan struct{}), seen: map[string]int{}}
 	l.cond = sync.NewCond(&l.mu)
 	for i := 0; i < clients; i++ {
@@ -123,7 +123,7 @@ func (l *load) waitSeen(t *testing.T, want string, timeout time.Duration) {
 }
 
 // waitServed blocks until n more requests have been served.
-func (l *load) waitServed(t *testing.T, n int, timeout time.Duration) {
+func (l *load) waitServed(t testing.TB, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	wake := time.AfterFunc(timeout, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })

@@ -337,8 +337,22 @@ func TestOldWorkerKilledMidUpgrade(t *testing.T) {
 	<-result // either outcome is truthful; what matters is the service
 	in.waitFor(10*time.Second, func(r record) bool { return r.str("msg") == "serving" && r.int("worker") != old })
 	l.waitServed(t, 20, 10*time.Second)
-	if _, errs := l.finish(); len(errs) > 0 {
-		t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+	// Nothing is refused. The one thing SIGKILL can take is a connection
+	// the old worker had accepted and not yet handed to its handler (a
+	// window of a fraction of a millisecond): that client sees EOF. The
+	// worker hands each connection off before accepting the next, so there
+	// is at most one.
+	_, errs := l.finish()
+	eofs := 0
+	for _, e := range errs {
+		if e == `wrong reply ""` {
+			eofs++
+		} else {
+			t.Errorf("failed request: %s", e)
+		}
+	}
+	if eofs > 1 {
+		t.Fatalf("%d connections lost to the SIGKILL, at most 1 can be", eofs)
 	}
 }
 
