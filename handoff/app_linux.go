@@ -11,7 +11,7 @@ import (
 // 3, 4, ... in the order given; nothing else crosses the exec. The app gets
 // a process group of its own, so a Ctrl-C at the terminal reaches sockhold,
 // which stops it in order. It returns the PID and a pidfd.
-func StartApp(path string, argv, env []string, listeners []int) (pid, pidfd int, err error) {
+func StartApp(path string, argv, env []string, listeners []int, as *RunAs) (pid, pidfd int, err error) {
 	files := []uintptr{0, 1, 2}
 	for _, fd := range listeners {
 		files = append(files, uintptr(fd))
@@ -20,7 +20,7 @@ func StartApp(path string, argv, env []string, listeners []int) (pid, pidfd int,
 	pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env:   env,
 		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd, Credential: as.credential()},
 	})
 	if err != nil {
 		return 0, -1, err

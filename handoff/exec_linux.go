@@ -14,6 +14,7 @@ type Command struct {
 	Path    string   // absolute path of the executable
 	Argv    []string // argv[0] included
 	BaseEnv []string // the environment every handler starts from
+	RunAs   *RunAs   // nil: handlers keep sockhold's identity
 
 	envBuf []string // reused per spawn: ForkExec reads it only during the call
 }
@@ -94,7 +95,7 @@ func (c *Command) StartHandler(conn, stderr int, connEnv []string) (pid, pidfd i
 	attr := &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(stderr)},
-		Sys:   &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd},
+		Sys:   &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd, Credential: c.RunAs.credential()},
 	}
 	pid, err = syscall.ForkExec(c.Path, c.Argv, attr)
 	if err != nil {

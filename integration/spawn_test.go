@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -222,5 +223,63 @@ func TestRejectWhenFull(t *testing.T) {
 	}
 	if n := in.count(msgIs("FAIL")); n != 1 {
 		t.Fatalf("%d FAIL records, want exactly 1 (logged once)", n)
+	}
+}
+
+// --user and --group: sockhold binds as itself; handlers run as the user,
+// with its groups and HOME/USER/LOGNAME.
+func TestHandlersRunAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", "2", "--user", "nobody", "--", "/bin/sh", "-c",
+		`echo "$(id -u) $(id -g) $(id -G) $HOME $USER $LOGNAME"`)
+	got := strings.Fields(mustRoundTrip(t, in.addr(0), ""))
+	if len(got) < 6 || got[0] != "65534" || got[len(got)-2] != "nobody" || got[len(got)-1] != "nobody" {
+		t.Fatalf("handler identity %q, want uid 65534 and USER/LOGNAME nobody", got)
+	}
+	if os.Getuid() != 0 || in.pid() == 0 {
+		t.Fatal("sockhold itself must keep its identity")
+	}
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", in.pid()))
+	if !strings.Contains(string(st), "Uid:\t0\t") {
+		t.Fatalf("holder does not run as root any more:\n%s", st)
+	}
+	in2 := start(t, "--listen", "tcp://127.0.0.1:0", "--user", "nobody", "--group", "daemon", "--", "/usr/bin/id", "-g")
+	if got := strings.TrimSpace(mustRoundTrip(t, in2.addr(0), "")); got != "1" {
+		t.Fatalf("--group daemon: gid %q, want 1", got)
+	}
+	if code, lines := runToExit(t, "873", "--user", "no-such-user-xyz", "--", "echo"); code != 2 || len(lines) != 1 || !strings.Contains(lines[0], "--user no-such-user-xyz") {
+		t.Fatalf("unknown user: exit %d %q", code, lines)
+	}
+}
+
+// serve --user: the app runs as the user too, through the LISTEN_PID shim.
+func TestServeAppRunsAsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	dir, err := os.MkdirTemp("", "shu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	out := filepath.Join(dir, "who")
+	// The shim is sockhold's own binary, run as the app's user: installed
+	// where that user can execute it, as /usr/local/bin would be.
+	os.Chmod(binDir, 0o755)
+	defer os.Chmod(binDir, 0o700)
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "timer:50ms", "--user", "nobody",
+		"--", "/bin/sh", "-c", `echo "$(id -u) $LISTEN_PID $$ $HOME" > `+out+`; exec sleep 60`)
+	in.waitFor(5*time.Second, msgIs("app ready"))
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); len(b) == 0 && time.Now().Before(deadline); {
+		b, _ = os.ReadFile(out) // the app writes it as it starts
+		time.Sleep(5 * time.Millisecond)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 4 || f[0] != "65534" || f[1] != f[2] {
+		t.Fatalf("app as nobody: %q, want uid 65534 and LISTEN_PID equal to its PID", b)
 	}
 }

@@ -38,6 +38,8 @@ type spawnCmd struct {
 
 	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener, under $XDG_RUNTIME_DIR/sockhold or /run/sockhold)."`
 	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a new worker may take to become ready before the upgrade is abandoned."`
+	User           string        `placeholder:"USER" help:"Run handlers as USER (name or uid), with its groups and HOME/USER/LOGNAME; sockhold keeps its own identity to hold the sockets."`
+	Group          string        `placeholder:"GROUP" help:"Run handlers with GROUP (name or gid) as primary group."`
 
 	Port string   `arg:"" optional:"" name:"PORT" help:"TCP port to listen on (optional with --listen)."`
 	Cmd  []string `arg:"" optional:"" passthrough:"" name:"CMD" help:"Command (and arguments) run for each connection, with the connection as stdin and stdout. Put it after --."`
@@ -51,7 +53,7 @@ func (c *spawnCmd) Run() error {
 		Processes: c.Processes, WhenFull: c.WhenFull, RejectMessage: c.RejectMessage,
 		OnStop: c.OnStop, StopTimeout: c.StopTimeout, KillGrace: c.KillGrace,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
-		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
+		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
 	}, version))
 	return nil
 }
@@ -71,6 +73,8 @@ type serveCmd struct {
 
 	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener)."`
 	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a restart may take in all (at least --ready-timeout + 5s)."`
+	User           string        `placeholder:"USER" help:"Run the app as USER (name or uid), with its groups and HOME/USER/LOGNAME."`
+	Group          string        `placeholder:"GROUP" help:"Run the app with GROUP (name or gid) as primary group."`
 
 	Cmd []string `arg:"" passthrough:"" name:"CMD" help:"The server command (and arguments). Put it after --."`
 }
@@ -85,7 +89,7 @@ func (c *serveCmd) Run() error {
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
 		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, Forward: c.Forward, KillGrace: 5 * time.Second,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
-		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout,
+		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
 	}, version))
 	return nil
 }

@@ -57,6 +57,8 @@ type Config struct {
 
 	UpgradeTimeout time.Duration
 	Control        string // control socket path
+
+	RunAs *handoff.RunAs // --user/--group for children; nil: sockhold's own
 }
 
 // Spawn holds spawn mode's command-line values before validation.
@@ -80,6 +82,7 @@ type Spawn struct {
 
 	UpgradeTimeout time.Duration
 	Control        string // "" = derived from the first listener
+	User, Group    string
 }
 
 // ErrUsage marks errors in what the user asked for (exit status 2), as
@@ -159,6 +162,9 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("%v", err)
 	}
 	c.Command, c.CommandPath = o.Command, path
+	if c.RunAs, err = handoff.LookupRunAs(o.User, o.Group); err != nil {
+		return nil, usage("%v", err)
+	}
 	c.Control = o.Control
 	if c.Control == "" {
 		c.Control = DefaultControlPath(c.Listen[0])

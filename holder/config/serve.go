@@ -35,6 +35,7 @@ type Serve struct {
 
 	UpgradeTimeout time.Duration
 	Control        string
+	User, Group    string
 }
 
 // ServeSettings are the serve-mode parts of Config.
@@ -137,6 +138,9 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("%v", err)
 	}
 	c.Command, c.CommandPath = o.Command, path
+	if c.RunAs, err = handoff.LookupRunAs(o.User, o.Group); err != nil {
+		return nil, usage("%v", err)
+	}
 	c.Control = o.Control
 	if c.Control == "" {
 		c.Control = DefaultControlPath(c.Listen[0])

@@ -69,7 +69,13 @@ func (w *Worker) setupServe() error {
 		unix.SetNonblock(l.FD, false)
 	}
 	drop := append(append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION", handoff.ShimEnv}, handoff.ConnVars...), config.InternalEnv...), handoff.AppVars...)
+	if w.cfg.RunAs != nil {
+		drop = append(drop, handoff.IdentityVars...)
+	}
 	s.env = handoff.FilterEnv(os.Environ(), drop, append(config.InternalEnvPrefixes, handoff.AppVarPrefixes...))
+	if w.cfg.RunAs != nil {
+		s.env = append(s.env, w.cfg.RunAs.Env...)
+	}
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
 	s.env = append(s.env, handoff.AppEnv(names, os.Getpid(), 0, s.notify.Addr, s.einhorn.Path)...)
 	w.serve = s
@@ -88,9 +94,14 @@ func (w *Worker) startApp() {
 	for _, l := range w.listeners {
 		fds = append(fds, l.FD)
 	}
-	pid, pidfd, err := handoff.StartApp(path, argv, env, fds)
+	pid, pidfd, err := handoff.StartApp(path, argv, env, fds, w.cfg.RunAs)
 	if err != nil {
-		w.appFailed(fmt.Sprintf("cannot start %s: %v", w.cfg.CommandPath, err))
+		reason := fmt.Sprintf("cannot start %s: %v", w.cfg.CommandPath, err)
+		if path != w.cfg.CommandPath {
+			reason = fmt.Sprintf("cannot start %s through the LISTEN_PID shim %s (the app's user must be able to execute it; or use --no-listen-pid): %v",
+				w.cfg.CommandPath, path, err)
+		}
+		w.appFailed(reason)
 		return
 	}
 	s.app = &app{pid: pid, pidfd: pidfd, start: time.Now()}

@@ -116,7 +116,7 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 		logConns:      log.Enabled(context.Background(), slog.LevelInfo),
 		spawnBackoff:  throttle.NewBackoff(10*time.Millisecond, time.Second),
 		acceptBackoff: throttle.NewBackoff(10*time.Millisecond, time.Second),
-		cmd:           handoff.Command{Path: cfg.CommandPath, Argv: cfg.Command},
+		cmd:           handoff.Command{Path: cfg.CommandPath, Argv: cfg.Command, RunAs: cfg.RunAs},
 	}
 	if m := cfg.RejectMessage; m != "" {
 		if m[len(m)-1] != '\n' {
@@ -324,6 +324,12 @@ func (w *Worker) rearm() {
 // SOCKHOLD_VERSION and SOCKHOLD_GENERATION.
 func (w *Worker) handlerEnv() []string {
 	drop := append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION"}, handoff.ConnVars...), config.InternalEnv...)
+	if w.cfg.RunAs != nil {
+		drop = append(drop, handoff.IdentityVars...)
+	}
 	env := handoff.FilterEnv(os.Environ(), drop, config.InternalEnvPrefixes)
+	if w.cfg.RunAs != nil {
+		env = append(env, w.cfg.RunAs.Env...)
+	}
 	return append(env, "SOCKHOLD_VERSION="+w.version, "SOCKHOLD_GENERATION="+strconv.Itoa(w.gen))
 }
