@@ -148,7 +148,16 @@ func (h *Holder) linkMessage(pid int, m linkMsg) {
 		w.upgraded = true
 		h.addTotals(m.Stats)
 		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
+	case link.Rolled:
+		// Rolling restart: one more new copy is ready, so the old
+		// generation stops one of its copies.
+		if h.upgrade != nil && w.fromUpgrade && h.current != nil && h.current != w && h.current.link >= 0 {
+			link.Send(h.current.link, link.Msg{Type: link.StopOne})
+		}
+	case link.Drain:
+		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
 	case link.UpgradeFailed:
+		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
 		switch {
 		case h.upgrade == nil:
 		case w == h.current:

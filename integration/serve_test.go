@@ -298,3 +298,105 @@ func TestServeForwardSignals(t *testing.T) {
 func unixSignalName(s syscall.Signal) string {
 	return map[syscall.Signal]string{syscall.SIGUSR1: "SIGUSR1", syscall.SIGWINCH: "SIGWINCH"}[s]
 }
+
+// --copies 3: restarts keep at least 3 ready copies at every moment (by the
+// apps' own clocks); rolling replaces one at a time (never more than 4
+// ready), fleet starts all new ones before stopping any old one (6).
+func TestServeCopiesStayReadyThroughRestarts(t *testing.T) {
+	for _, c := range []struct {
+		mode     string
+		maxReady int
+	}{{"rolling", 4}, {"fleet", 6}} {
+		t.Run(c.mode, func(t *testing.T) {
+			events := filepath.Join(t.TempDir(), "events")
+			in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "-n", "3", "--restart", c.mode,
+				"--", appBin, "-dialect", "systemd", "-events", events, "-ready-delay", "30ms")
+			l := startLoad(t, in.addr(0), 4, appReply("app"))
+			l.waitServed(t, 20, 10*time.Second)
+			for i := 0; i < 3; i++ {
+				if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+					t.Fatalf("restart %d: %d %q %q", i+1, code, out, errOut)
+				}
+				l.waitServed(t, 20, 10*time.Second)
+			}
+			if _, errs := l.finish(); len(errs) > 0 {
+				t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+			}
+			stopAt := time.Now().UnixNano()
+			in.stop(syscall.SIGTERM, 15*time.Second)
+			ready, signalled := map[int]int64{}, map[int]int64{}
+			var moments []int64
+			for _, e := range readEvents(t, events) {
+				switch {
+				case e.what == "ready":
+					ready[e.pid] = e.at
+					moments = append(moments, e.at)
+				case strings.HasPrefix(e.what, "signal"):
+					signalled[e.pid] = e.at
+					moments = append(moments, e.at)
+				}
+			}
+			if len(ready) != 12 {
+				t.Fatalf("%d copies became ready, want 3 + 3 restarts x 3", len(ready))
+			}
+			sort.Slice(moments, func(i, j int) bool { return moments[i] < moments[j] })
+			first3 := int64(0)
+			maxSeen := 0
+			for _, at := range moments {
+				n := 0
+				for pid, r := range ready {
+					if s, ok := signalled[pid]; r <= at && (!ok || s > at) {
+						n++
+					}
+				}
+				if n >= 3 && first3 == 0 {
+					first3 = at
+				}
+				maxSeen = max(maxSeen, n)
+				if first3 != 0 && at < stopAt && n < 3 {
+					t.Errorf("only %d ready copies at %v", n, time.Duration(at-first3))
+				}
+			}
+			if maxSeen > c.maxReady {
+				t.Errorf("%d copies ready at once, want at most %d for %s", maxSeen, c.maxReady, c.mode)
+			}
+			if c.mode == "fleet" && maxSeen != 6 {
+				t.Errorf("fleet: at most %d ready at once, want all 6 before any old one stops", maxSeen)
+			}
+			t.Logf("%s: at most %d ready at once, never fewer than 3", c.mode, maxSeen)
+		})
+	}
+}
+
+// A rolling restart that fails half-way (the second new copy exits): the
+// restart is reported failed, the new copies already started are stopped,
+// and the old generation starts again the copy it had already stopped, so
+// it is back to 3. Nothing fails meanwhile.
+func TestServeRollingRestartFailingHalfWay(t *testing.T) {
+	mode := filepath.Join(t.TempDir(), "mode")
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "-n", "3",
+		"--", appBin, "-dialect", "systemd", "-mode-file", mode)
+	old := in.workerPID()
+	l := startLoad(t, in.addr(0), 4, appReply("app"))
+	l.waitServed(t, 20, 10*time.Second)
+	os.WriteFile(mode, []byte("fail-copy 1"), 0o644)
+	code, _, errOut := ctl(t, in, "upgrade", "--wait")
+	if code != 1 || !strings.Contains(errOut, "exited before it was ready") {
+		t.Fatalf("half-way failure: exit %d %q", code, errOut)
+	}
+	os.WriteFile(mode, nil, 0o644)
+	// The old worker refills the slot its rolling half had emptied: its
+	// fourth start (three at first, then the refill), which gets ready.
+	startedByOld := func(r record) bool { return r.str("msg") == "app started" && r.int("worker_pid") == old }
+	refill := in.waitForN(10*time.Second, 4, startedByOld)[3]
+	in.waitFor(10*time.Second, func(r record) bool {
+		return r.str("msg") == "app ready" && r.int("app_pid") == refill.int("app_pid")
+	})
+	l.waitServed(t, 20, 10*time.Second)
+	if _, errs := l.finish(); len(errs) > 0 {
+		t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+	}
+	if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+		t.Fatalf("good restart afterwards: %d %q %q", code, out, errOut)
+	}
+}

@@ -67,7 +67,9 @@ type serveCmd struct {
 	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
 	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
-	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copy (USR1,USR2,WINCH,...)."`
+	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copies (USR1,USR2,WINCH,...)."`
+	Copies       int           `short:"n" default:"1" help:"Run N copies of the app (einhorn -n); each gets EINHORN_CHILD_INDEX."`
+	Restart      string        `enum:"rolling,fleet" default:"rolling" help:"With --copies: restart one copy at a time (new one ready, then one old one stopped) or all at once (fleet)."`
 	Verbose      int           `short:"v" type:"counter" help:"More log output: -v logs each copy's life, -vv adds debug."`
 	LogFormat    string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
 
@@ -88,6 +90,7 @@ func (c *serveCmd) Run() error {
 		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
 		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, Forward: c.Forward, KillGrace: 5 * time.Second,
+		Copies: c.Copies, Restart: c.Restart,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
 	}, version))

@@ -28,6 +28,8 @@ type Serve struct {
 	DrainTimeout time.Duration
 	NoListenPID  bool
 	Forward      []string // signal names passed on to the app
+	Copies       int
+	Restart      string // rolling | fleet
 	KillGrace    time.Duration
 	Verbose      int
 	LogFormat    string
@@ -48,6 +50,8 @@ type ServeSettings struct {
 	DrainTimeout time.Duration
 	NoListenPID  bool
 	Forward      []int // signals the holder passes on to the current copy
+	Copies       int   // copies of the app (-n)
+	Fleet        bool  // restart all copies at once instead of one at a time
 }
 
 // FromServe validates serve-mode options.
@@ -81,6 +85,10 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--stop-signal %q: not a signal name (TERM, QUIT, USR2, INT)", o.StopSignal)
 	}
 	s.StopSignal = int(sig)
+	if o.Copies < 1 || o.Copies > 256 {
+		return nil, usage("--copies %d: want 1 to 256", o.Copies)
+	}
+	s.Copies, s.Fleet = o.Copies, o.Restart == "fleet"
 	for _, name := range o.Forward {
 		n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG"))
 		switch n {

@@ -26,6 +26,9 @@ const (
 	UpgradeFailed = "upgrade-failed" // worker -> holder: Reason says why; I keep serving
 	StatusAsk     = "status?"        // holder -> worker
 	Signal        = "signal"         // holder -> worker: pass Signo on to the app
+	Rolled        = "rolled"         // new worker -> holder: one more new copy is ready
+	StopOne       = "stop-one"       // holder -> old worker: stop one copy (rolling restart)
+	Drain         = "drain"          // worker -> holder: these apps were asked to stop
 	StatusReply   = "status"         // worker -> holder: Stats
 )
 

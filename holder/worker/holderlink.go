@@ -29,9 +29,12 @@ func (w *Worker) fromHolder() {
 	case link.Upgrade:
 		w.startUpgrade()
 	case link.Signal:
-		if w.serve != nil && w.serve.app != nil {
-			unix.PidfdSendSignal(w.serve.app.pidfd, unix.Signal(m.Signo), nil, 0)
-			w.log.Info("signal passed on to the app", "app_pid", w.serve.app.pid, "signal", unix.SignalName(unix.Signal(m.Signo)))
+		if w.serve != nil {
+			w.signalAll(unix.Signal(m.Signo))
+		}
+	case link.StopOne:
+		if w.serve != nil {
+			w.stopOne()
 		}
 	case link.StatusAsk:
 		st := w.stats()

@@ -15,7 +15,8 @@ import (
 	"github.com/sockhold/sockhold/throttle"
 )
 
-// serveState is a serve-mode worker's one app copy and what it waits for.
+// serveState is a serve-mode worker's copies of the app and what it waits
+// for. Copies live in slots 0..N-1 (EINHORN_CHILD_INDEX); nil is empty.
 type serveState struct {
 	cfg     *config.ServeSettings
 	notify  *handoff.NotifySocket
@@ -23,24 +24,29 @@ type serveState struct {
 	acks    map[int][]byte // einhorn clients connected: unread input by fd
 	timer   *timer
 	backoff *throttle.Backoff
-	env     []string // the app's environment, every dialect included
+	env     []string // every dialect but EINHORN_CHILD_INDEX, which is per copy
+	names   []string
 
-	app            *app
-	restartAt      time.Time // a restart is due (zero: none)
+	apps           []*app
+	restartAt      time.Time // empty slots are refilled then (zero: none due)
 	readySignalled bool      // tableflip told: the new generation is ready
 	servingSent    bool      // the holder told
+	rolledOut      []int     // old worker: slots stopped for a rolling restart
 }
 
 // app is one running copy of the served program.
 type app struct {
+	slot       int
 	pid, pidfd int
 	start      time.Time
 	ready      bool
 	stopping   bool // sockhold asked it to stop
+	refill     bool // start the slot again once this copy has exited
 }
 
 func (w *Worker) setupServe() error {
-	s := &serveState{cfg: w.cfg.Serve, backoff: throttle.NewBackoff(100*time.Millisecond, 30*time.Second)}
+	s := &serveState{cfg: w.cfg.Serve, backoff: throttle.NewBackoff(100*time.Millisecond, 30*time.Second),
+		apps: make([]*app, max(1, w.cfg.Serve.Copies))}
 	var err error
 	if s.notify, err = handoff.ListenNotify(); err != nil {
 		return fmt.Errorf("notify socket: %v", err)
@@ -61,9 +67,8 @@ func (w *Worker) setupServe() error {
 	if err := w.watch(s.timer.fd, kindServeTimer); err != nil {
 		return err
 	}
-	var names []string
 	for _, l := range w.listeners {
-		names = append(names, l.Name)
+		s.names = append(s.names, l.Name)
 		// Nobody in sockhold accepts in serve mode: hand the app the
 		// sockets in blocking mode, as systemd does by default.
 		unix.SetNonblock(l.FD, false)
@@ -77,18 +82,36 @@ func (w *Worker) setupServe() error {
 		s.env = append(s.env, w.cfg.RunAs.Env...)
 	}
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
-	s.env = append(s.env, handoff.AppEnv(names, os.Getpid(), 0, s.notify.Addr, s.einhorn.Path)...)
 	w.serve = s
 	return nil
 }
 
-// startApp starts a copy of the app as it is on disk now.
-func (w *Worker) startApp() {
+// upgrading: this worker was started by a restart that is not done yet.
+func (w *Worker) upgrading() bool { return w.upg.HasParent() && !w.serve.readySignalled }
+
+// rolling: this restart replaces one copy at a time.
+func (s *serveState) rolling() bool { return !s.cfg.Fleet && len(s.apps) > 1 }
+
+// startCopies starts the first copies: all of them, except that a rolling
+// restart starts one and the next only once the one before is ready.
+func (w *Worker) startCopies() {
+	if w.upgrading() && w.serve.rolling() {
+		w.startApp(0)
+		return
+	}
+	for slot := range w.serve.apps {
+		w.startApp(slot)
+	}
+}
+
+// startApp starts a copy of the app, as it is on disk now, in slot.
+func (w *Worker) startApp(slot int) {
 	s := w.serve
-	path, argv, env := w.cfg.CommandPath, w.cfg.Command, s.env
+	path, argv := w.cfg.CommandPath, w.cfg.Command
+	env := append(append([]string{}, s.env...), handoff.AppEnv(s.names, os.Getpid(), slot, s.notify.Addr, s.einhorn.Path)...)
 	if !s.cfg.NoListenPID {
 		path, argv = handoff.ShimArgs(os.Args[0], path, argv)
-		env = append(append([]string{}, env...), handoff.ShimEnv+"=1")
+		env = append(env, handoff.ShimEnv+"=1")
 	}
 	var fds []int
 	for _, l := range w.listeners {
@@ -104,13 +127,31 @@ func (w *Worker) startApp() {
 		w.appFailed(reason)
 		return
 	}
-	s.app = &app{pid: pid, pidfd: pidfd, start: time.Now()}
+	s.apps[slot] = &app{slot: slot, pid: pid, pidfd: pidfd, start: time.Now()}
 	w.watch(pidfd, kindApp)
-	w.log.Info("app started", "app_pid", pid, "ready", s.cfg.String())
+	w.log.Info("app started", "app_pid", pid, "copy", slot, "ready", s.cfg.String())
 }
 
-// serveRearm sets the serve timer to the next thing due: the app's
-// readiness by timer, its ready deadline, or a restart after backoff.
+func (s *serveState) byPID(pid int) *app {
+	for _, a := range s.apps {
+		if a != nil && a.pid == pid {
+			return a
+		}
+	}
+	return nil
+}
+
+func (s *serveState) allReady() bool {
+	for _, a := range s.apps {
+		if a == nil || !a.ready || a.stopping {
+			return false
+		}
+	}
+	return true
+}
+
+// serveRearm sets the serve timer to the next thing due: a copy's
+// readiness by timer, its ready deadline, or refilling empty slots.
 func (w *Worker) serveRearm() {
 	s := w.serve
 	var due time.Time
@@ -119,13 +160,15 @@ func (w *Worker) serveRearm() {
 			due = t
 		}
 	}
-	if a := s.app; a != nil && !a.ready && !a.stopping {
-		if s.readyByTimer() {
-			earliest(a.start.Add(s.cfg.ReadyAfter))
+	for _, a := range s.apps {
+		if a != nil && !a.ready && !a.stopping {
+			if s.readyByTimer() {
+				earliest(a.start.Add(s.cfg.ReadyAfter))
+			}
+			earliest(a.start.Add(s.cfg.ReadyTimeout))
 		}
-		earliest(a.start.Add(s.cfg.ReadyTimeout))
 	}
-	if s.app == nil && !w.stopping {
+	if !w.upgrading() {
 		earliest(s.restartAt)
 	}
 	if due.IsZero() || w.stopping {
@@ -140,23 +183,30 @@ func (w *Worker) serveTimer() {
 	s := w.serve
 	s.timer.fired()
 	now := time.Now()
-	if a := s.app; a != nil && !a.ready && !a.stopping {
+	for _, a := range s.apps {
+		if a == nil || a.ready || a.stopping {
+			continue
+		}
 		switch {
 		case s.readyByTimer() && !now.Before(a.start.Add(s.cfg.ReadyAfter)):
-			w.appReady("timer")
+			w.appReady(a, "timer")
 		case !now.Before(a.start.Add(s.cfg.ReadyTimeout)):
 			unix.PidfdSendSignal(a.pidfd, unix.SIGKILL, nil, 0)
 			a.stopping = true
 			w.appFailed(fmt.Sprintf("app %d not ready within --ready-timeout %v", a.pid, s.cfg.ReadyTimeout))
 		}
 	}
-	if s.app == nil && !s.restartAt.IsZero() && !now.Before(s.restartAt) && !w.stopping {
+	if !w.upgrading() && !s.restartAt.IsZero() && !now.Before(s.restartAt) && !w.stopping {
 		s.restartAt = time.Time{}
-		w.startApp()
+		for slot, a := range s.apps {
+			if a == nil {
+				w.startApp(slot)
+			}
+		}
 	}
 }
 
-// fromNotify reads sd_notify messages; only the app's own PID counts.
+// fromNotify reads sd_notify messages; only a copy's own PID counts.
 func (w *Worker) fromNotify() {
 	s := w.serve
 	for {
@@ -164,7 +214,8 @@ func (w *Worker) fromNotify() {
 		if !ok {
 			return
 		}
-		if s.app == nil || m.PID != s.app.pid {
+		a := s.byPID(m.PID)
+		if a == nil {
 			w.log.Debug("notify message from another process ignored", "sender", m.PID)
 			continue
 		}
@@ -174,13 +225,13 @@ func (w *Worker) fromNotify() {
 		if m.Fields["STOPPING"] == "1" {
 			w.log.Info("app stopping", "app_pid", m.PID)
 		}
-		if m.Fields["READY"] == "1" && s.cfg.ReadyNotify && !s.app.ready {
-			w.appReady("notify")
+		if m.Fields["READY"] == "1" && s.cfg.ReadyNotify && !a.ready && !a.stopping {
+			w.appReady(a, "notify")
 		}
 	}
 }
 
-// readyByTimer: an app counts as ready after --ready timer:D only when no
+// readyByTimer: a copy counts as ready after --ready timer:D only when no
 // message is asked for; with notify or einhorn only the message counts.
 func (s *serveState) readyByTimer() bool { return !s.cfg.ReadyNotify && !s.cfg.ReadyEinhorn }
 
@@ -201,7 +252,7 @@ func (w *Worker) fromEinhorn() {
 }
 
 // einhornInput reads what an einhorn client sent: one message a line. A
-// "worker:ack" for the app's own PID makes it ready (with --ready einhorn).
+// "worker:ack" for a copy's own PID makes it ready (with --ready einhorn).
 func (w *Worker) einhornInput(fd int) {
 	s := w.serve
 	buf := make([]byte, 4096)
@@ -216,12 +267,13 @@ func (w *Worker) einhornInput(fd int) {
 		}
 		s.acks[fd] = rest
 		m, perr := handoff.ParseEinhornLine(line)
+		a := s.byPID(m.PID)
 		switch {
 		case perr != nil:
 			w.log.Warn("einhorn message ignored", "error", perr)
-		case m.Command == "worker:ack" && s.app != nil && m.PID == s.app.pid:
-			if s.cfg.ReadyEinhorn && !s.app.ready {
-				w.appReady("einhorn")
+		case m.Command == "worker:ack" && a != nil:
+			if s.cfg.ReadyEinhorn && !a.ready && !a.stopping {
+				w.appReady(a, "einhorn")
 			}
 		default:
 			w.log.Debug("einhorn command ignored", "command", m.Command, "pid", m.PID)
@@ -244,15 +296,21 @@ func cutLine(b []byte) (string, []byte, bool) {
 	return "", b, false
 }
 
-func (w *Worker) appReady(how string) {
+func (w *Worker) appReady(a *app, how string) {
 	s := w.serve
-	s.app.ready = true
+	a.ready = true
 	s.backoff.Reset()
-	w.log.Info("app ready", "app_pid", s.app.pid, "by", how, "after", time.Since(s.app.start).Round(time.Millisecond).String())
-	if !s.readySignalled {
+	w.log.Info("app ready", "app_pid", a.pid, "copy", a.slot, "by", how, "after", time.Since(a.start).Round(time.Millisecond).String())
+	if w.upgrading() && s.rolling() && a.slot < len(s.apps)-1 {
+		// Rolling: one more new copy is ready, so one old copy may stop;
+		// then the next new copy starts.
+		link.Send(w.holder, link.Msg{Type: link.Rolled})
+		w.startApp(a.slot + 1)
+	}
+	if !s.readySignalled && s.allReady() {
 		s.readySignalled = true
-		// For an upgrade, this is the moment the old generation learns
-		// that the new one is ready, and only now may it stop its app.
+		// For a restart, this is the moment the old generation learns
+		// that the new one is ready, and only now may it stop its copies.
 		if err := w.upg.Ready(); err != nil {
 			w.log.Warn("tableflip could not tell the previous worker", "error", err)
 		}
@@ -260,22 +318,31 @@ func (w *Worker) appReady(how string) {
 	w.sayServing()
 }
 
-// sayServing tells the holder once the app is ready and the generation known.
+// sayServing tells the holder once every copy is ready and the generation
+// known.
 func (w *Worker) sayServing() {
 	s := w.serve
-	if s.servingSent || !w.adopted || s.app == nil || !s.app.ready {
+	if s.servingSent || !w.adopted || !s.allReady() {
 		return
 	}
 	s.servingSent = true
 	link.Send(w.holder, link.Msg{Type: link.Serving, Generation: w.gen, Version: w.version})
-	w.log.Info("worker serving", "app_pid", s.app.pid, "version", w.version)
+	w.log.Info("worker serving", "copies", len(s.apps), "version", w.version)
 }
 
-// appExited reaps the app and decides what follows.
-func (w *Worker) appExited() {
+// appExited reaps a copy and decides what follows.
+func (w *Worker) appExited(pidfd int) {
 	s := w.serve
-	a := s.app
-	s.app = nil
+	var a *app
+	for _, c := range s.apps {
+		if c != nil && c.pidfd == pidfd {
+			a = c
+		}
+	}
+	if a == nil {
+		return
+	}
+	s.apps[a.slot] = nil
 	delete(w.kinds, a.pidfd)
 	w.poll.del(a.pidfd)
 	var ws syscall.WaitStatus
@@ -285,38 +352,42 @@ func (w *Worker) appExited() {
 		}
 	}
 	unix.Close(a.pidfd)
-	attrs := append([]any{"app_pid", a.pid, "ran", time.Since(a.start).Round(time.Millisecond).String()}, logs.WaitAttrs(ws)...)
+	attrs := append([]any{"app_pid", a.pid, "copy", a.slot, "ran", time.Since(a.start).Round(time.Millisecond).String()}, logs.WaitAttrs(ws)...)
 	switch {
+	case a.stopping && a.refill && !w.stopping:
+		w.log.Info("app exited; starting its slot again", attrs...)
+		w.startApp(a.slot)
 	case a.stopping:
 		w.log.Info("app exited", attrs...)
 	case !a.ready:
 		w.log.Warn("app exited before it was ready", attrs...)
 		w.appFailed(fmt.Sprintf("app %d exited before it was ready (%s)", a.pid, describe(ws)))
+	case w.upgrading():
+		w.appFailed(fmt.Sprintf("app %d exited during the restart (%s)", a.pid, describe(ws)))
 	default:
 		w.log.Warn("app exited unexpectedly; restarting it", attrs...)
 		w.scheduleAppRestart()
 	}
 }
 
-// appFailed handles an app that never became ready. In a worker started
-// by an upgrade that is the upgrade failing: the worker says why and exits,
-// tableflip reports it, and the old generation keeps serving. Otherwise the
-// app is restarted with backoff.
+// appFailed handles a copy that never became ready. In a worker started by
+// a restart that is the restart failing: the worker stops what it started,
+// says why and exits; tableflip reports it, and the old generation keeps
+// (or gets back) all its copies. Otherwise the slot is refilled with backoff.
 func (w *Worker) appFailed(reason string) {
-	if w.upg.HasParent() && !w.serve.readySignalled {
-		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: reason})
-		w.log.Warn("upgrade abandoned", "reason", reason)
+	if w.upgrading() {
+		drain := w.stopAll()
+		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: reason, Drain: drain, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+		w.log.Warn("restart abandoned", "reason", reason)
 		w.stopping, w.exitCode = true, 1
 		return
 	}
 	w.log.Warn("app failed", "reason", reason)
-	if w.serve.app == nil {
-		w.scheduleAppRestart()
-	}
+	w.scheduleAppRestart()
 }
 
 func (w *Worker) scheduleAppRestart() {
-	if w.stopping {
+	if w.stopping || !w.serve.restartAt.IsZero() {
 		return
 	}
 	d := w.serve.backoff.Fail()
@@ -324,17 +395,61 @@ func (w *Worker) scheduleAppRestart() {
 	w.log.Info("app restart scheduled", "in", d.String(), "failures", w.serve.backoff.Failures())
 }
 
-// stopApp asks the app to stop with --stop-signal; the holder, its parent
+// stopApp asks one copy to stop with --stop-signal; the holder, its parent
 // once this worker has exited, enforces --drain-timeout.
-func (w *Worker) stopApp() []int {
-	a := w.serve.app
-	if a == nil {
-		return nil
-	}
+func (w *Worker) stopApp(a *app) int {
 	a.stopping = true
 	unix.PidfdSendSignal(a.pidfd, unix.Signal(w.serve.cfg.StopSignal), nil, 0)
-	w.log.Info("app asked to stop", "app_pid", a.pid, "signal", unix.SignalName(unix.Signal(w.serve.cfg.StopSignal)))
-	return []int{a.pid}
+	w.log.Info("app asked to stop", "app_pid", a.pid, "copy", a.slot, "signal", unix.SignalName(unix.Signal(w.serve.cfg.StopSignal)))
+	return a.pid
+}
+
+// stopAll asks every running copy to stop and returns their PIDs.
+func (w *Worker) stopAll() []int {
+	var pids []int
+	for _, a := range w.serve.apps {
+		if a != nil && !a.stopping {
+			pids = append(pids, w.stopApp(a))
+		}
+	}
+	return pids
+}
+
+// stopOne is the old generation's half of a rolling restart: one new copy
+// is ready, so one old copy stops (the lowest slot still running).
+func (w *Worker) stopOne() {
+	for _, a := range w.serve.apps {
+		if a != nil && !a.stopping {
+			pid := w.stopApp(a)
+			w.serve.rolledOut = append(w.serve.rolledOut, a.slot)
+			link.Send(w.holder, link.Msg{Type: link.Drain, Drain: []int{pid}, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+			return
+		}
+	}
+}
+
+// restartFailed: the old generation gets back the copies a rolling restart
+// had already stopped.
+func (w *Worker) restartFailed() {
+	s := w.serve
+	for _, slot := range s.rolledOut {
+		if a := s.apps[slot]; a != nil {
+			a.refill = true
+		} else {
+			w.startApp(slot)
+		}
+	}
+	s.rolledOut = nil
+}
+
+// signalAll passes a forwarded signal to every copy.
+func (w *Worker) signalAll(sig unix.Signal) {
+	for _, a := range w.serve.apps {
+		if a != nil {
+			unix.PidfdSendSignal(a.pidfd, sig, nil, 0)
+			w.log.Info("signal passed on to the app", "app_pid", a.pid, "copy", a.slot, "signal", unix.SignalName(sig))
+		}
+	}
 }
 
 func describe(ws syscall.WaitStatus) string {

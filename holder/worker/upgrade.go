@@ -121,6 +121,9 @@ func (w *Worker) upgradeFinished() {
 	}
 	w.upgrade.running = false
 	if err != nil {
+		if w.serve != nil {
+			w.restartFailed()
+		}
 		w.log.Warn("upgrade failed; still serving", "error", err)
 		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: err.Error()})
 		return
@@ -131,7 +134,7 @@ func (w *Worker) upgradeFinished() {
 	msg := link.Msg{Type: link.Upgraded, Stats: &st}
 	if w.serve != nil {
 		// The new app is ready: only now is the old one asked to stop.
-		msg.Drain, msg.DrainMS = w.stopApp(), w.serve.cfg.DrainTimeout.Milliseconds()
+		msg.Drain, msg.DrainMS = w.stopAll(), w.serve.cfg.DrainTimeout.Milliseconds()
 	}
 	link.Send(w.holder, msg)
 	w.log.Info("upgrade: new worker ready; exiting", "handlers_left", len(w.handlers))

@@ -207,7 +207,7 @@ func (w *Worker) run() int {
 	}
 	if w.serve != nil {
 		// Serve mode tells tableflip it is ready only once the app is.
-		w.startApp()
+		w.startCopies()
 	} else if err := w.upg.Ready(); err != nil {
 		// The previous worker died mid-upgrade: the holder, not tableflip,
 		// decides whether this worker takes over.
@@ -257,7 +257,7 @@ func (w *Worker) dispatch(fd int) {
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
 			if w.serve != nil {
-				w.stopApp()
+				w.stopAll()
 			}
 			w.stopping = true
 		}
@@ -267,7 +267,7 @@ func (w *Worker) dispatch(fd int) {
 	case kindNotify:
 		w.fromNotify()
 	case kindApp:
-		w.appExited()
+		w.appExited(fd)
 	case kindServeTimer:
 		w.serveTimer()
 	case kindEinhorn:

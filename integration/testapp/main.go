@@ -29,7 +29,7 @@ func main() {
 	events := flag.String("events", "", "append life events here")
 	exitAtStart := flag.Int("exit-at-start", -1, "exit with this status at once")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM")
-	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\" or \"never-ready\"")
+	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\" or \"fail-copy INDEX\"")
 	flag.Parse()
 	if *modeFile != "" {
 		b, _ := os.ReadFile(*modeFile)
@@ -39,6 +39,8 @@ func main() {
 			*exitAtStart = n
 		case len(f) == 1 && f[0] == "never-ready":
 			*readyDelay = time.Hour
+		case len(f) == 2 && f[0] == "fail-copy" && os.Getenv("EINHORN_CHILD_INDEX") == f[1]:
+			*exitAtStart = 1
 		}
 	}
 	pid := os.Getpid()
