@@ -7,12 +7,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// StartApp starts a served app with fds 0-2 inherited and listeners at
-// 3, 4, ... in the order given; nothing else crosses the exec. The app gets
-// a process group of its own, so a Ctrl-C at the terminal reaches sockhold,
-// which stops it in order. It returns the PID and a pidfd.
-func StartApp(path string, argv, env []string, listeners []int, as *RunAs) (pid, pidfd int, err error) {
+// StartApp starts a served app with fds 0-2 inherited (or, when out >= 0,
+// out as its stdout and stderr) and listeners at 3, 4, ... in the order
+// given; nothing else crosses the exec. The app gets a process group of its
+// own, so a Ctrl-C at the terminal reaches sockhold, which stops it in
+// order. It returns the PID and a pidfd.
+func StartApp(path string, argv, env []string, listeners []int, as *RunAs, out int) (pid, pidfd int, err error) {
 	files := []uintptr{0, 1, 2}
+	if out >= 0 {
+		files = []uintptr{0, uintptr(out), uintptr(out)}
+	}
 	for _, fd := range listeners {
 		files = append(files, uintptr(fd))
 	}

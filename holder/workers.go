@@ -156,6 +156,11 @@ func (h *Holder) linkMessage(pid int, m linkMsg) {
 		}
 	case link.Drain:
 		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
+	case link.Output:
+		if len(m.fds) == 1 && len(m.PIDs) == 1 {
+			go h.relayOutput(m.fds[0], m.PIDs[0], w.gen)
+			return
+		}
 	case link.UpgradeFailed:
 		h.armDrain(m.Drain, time.Duration(m.DrainMS)*time.Millisecond)
 		switch {

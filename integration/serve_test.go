@@ -400,3 +400,25 @@ func TestServeRollingRestartFailingHalfWay(t *testing.T) {
 		t.Fatalf("good restart afterwards: %d %q %q", code, out, errOut)
 	}
 }
+
+// --capture-output: each line the app writes to stdout or stderr is logged
+// with its PID and generation, including what an old copy writes while it
+// drains after its own worker has gone.
+func TestServeCaptureOutput(t *testing.T) {
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--capture-output",
+		"--", appBin, "-dialect", "systemd", "-chatty")
+	old, _ := strconv.Atoi(strings.Fields(mustRoundTrip(t, in.addr(0), ""))[1])
+	line := func(text string, pid, gen int) func(record) bool {
+		return func(r record) bool {
+			return r.str("msg") == "app output" && r.str("line") == text && r.int("app_pid") == pid && r.int("gen") == gen
+		}
+	}
+	in.waitFor(5*time.Second, line(fmt.Sprintf("hello stdout %d", old), old, 1))
+	in.waitFor(5*time.Second, line(fmt.Sprintf("hello stderr %d", old), old, 1))
+	oldWorker := in.workerPID()
+	if code, _, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+		t.Fatal(errOut)
+	}
+	in.waitFor(5*time.Second, func(r record) bool { return r.str("msg") == "worker exited" && r.int("pid") == oldWorker })
+	in.waitFor(5*time.Second, line(fmt.Sprintf("draining %d", old), old, 1))
+}

@@ -30,6 +30,7 @@ type Serve struct {
 	Forward      []string // signal names passed on to the app
 	Copies       int
 	Restart      string // rolling | fleet
+	Capture      bool
 	KillGrace    time.Duration
 	Verbose      int
 	LogFormat    string
@@ -52,6 +53,7 @@ type ServeSettings struct {
 	Forward      []int // signals the holder passes on to the current copy
 	Copies       int   // copies of the app (-n)
 	Fleet        bool  // restart all copies at once instead of one at a time
+	Capture      bool  // re-log the apps' output, line by line
 }
 
 // FromServe validates serve-mode options.
@@ -88,7 +90,7 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 	if o.Copies < 1 || o.Copies > 256 {
 		return nil, usage("--copies %d: want 1 to 256", o.Copies)
 	}
-	s.Copies, s.Fleet = o.Copies, o.Restart == "fleet"
+	s.Copies, s.Fleet, s.Capture = o.Copies, o.Restart == "fleet", o.Capture
 	for _, name := range o.Forward {
 		n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG"))
 		switch n {

@@ -29,6 +29,7 @@ const (
 	Rolled        = "rolled"         // new worker -> holder: one more new copy is ready
 	StopOne       = "stop-one"       // holder -> old worker: stop one copy (rolling restart)
 	Drain         = "drain"          // worker -> holder: these apps were asked to stop
+	Output        = "output"         // worker -> holder: the read end of an app's stdout/stderr
 	StatusReply   = "status"         // worker -> holder: Stats
 )
 

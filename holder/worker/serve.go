@@ -117,7 +117,22 @@ func (w *Worker) startApp(slot int) {
 	for _, l := range w.listeners {
 		fds = append(fds, l.FD)
 	}
-	pid, pidfd, err := handoff.StartApp(path, argv, env, fds, w.cfg.RunAs)
+	out := [2]int{-1, -1}
+	if s.cfg.Capture {
+		// The read end goes to the holder at once: an app still draining
+		// after this worker has gone keeps a reader, and never meets
+		// SIGPIPE.
+		if err := unix.Pipe2(out[:], unix.O_CLOEXEC); err != nil {
+			w.appFailed(fmt.Sprintf("output pipe: %v", err))
+			return
+		}
+		defer unix.Close(out[0])
+		defer unix.Close(out[1])
+	}
+	pid, pidfd, err := handoff.StartApp(path, argv, env, fds, w.cfg.RunAs, out[1])
+	if err == nil && s.cfg.Capture {
+		link.Send(w.holder, link.Msg{Type: link.Output, PIDs: []int{pid}}, out[0])
+	}
 	if err != nil {
 		reason := fmt.Sprintf("cannot start %s: %v", w.cfg.CommandPath, err)
 		if path != w.cfg.CommandPath {

@@ -29,6 +29,7 @@ func main() {
 	events := flag.String("events", "", "append life events here")
 	exitAtStart := flag.Int("exit-at-start", -1, "exit with this status at once")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM")
+	chatty := flag.Bool("chatty", false, "write to stdout and stderr at start and while stopping")
 	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\" or \"fail-copy INDEX\"")
 	flag.Parse()
 	if *modeFile != "" {
@@ -71,6 +72,10 @@ func main() {
 		os.Exit(3)
 	}
 	record("listeners " + strings.Join(names, ","))
+	if *chatty {
+		fmt.Printf("hello stdout %d\n", pid)
+		fmt.Fprintf(os.Stderr, "hello stderr %d\n", pid)
+	}
 	var wg sync.WaitGroup
 	for _, l := range lns {
 		wg.Add(1)
@@ -105,6 +110,10 @@ func main() {
 		s = <-sigs
 	}
 	record("signal " + s.String())
+	if *chatty {
+		time.Sleep(50 * time.Millisecond) // its worker is gone by now
+		fmt.Printf("draining %d\n", pid)
+	}
 	for _, l := range lns {
 		l.Close()
 	}
