@@ -72,10 +72,12 @@ func ask(path string, req ControlRequest, deadline time.Duration) (controlReply,
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(deadline))
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return rep, err
-	}
+	_, werr := c.Write(append(b, '\n'))
+	// Even if the write failed, the holder may have said why.
 	line, err := bufio.NewReader(io.LimitReader(c, 1<<20)).ReadBytes('\n')
+	if err != nil && len(line) == 0 && werr != nil {
+		return rep, werr
+	}
 	if err != nil && len(line) == 0 {
 		return rep, fmt.Errorf("no answer: %v", err)
 	}

@@ -125,13 +125,16 @@ func (h *Holder) controlConn(c *net.UnixConn) {
 		b, _ := json.Marshal(rep)
 		c.Write(append(b, '\n'))
 	}
-	if uid, err := peerUID(c); err != nil || (uid != 0 && uid != os.Geteuid()) {
-		h.log.Warn("control: refused a client", "uid", uid, "error", err)
+	// The request is read (bounded in size and time) before anything is
+	// answered, refusals included: a client still writing when the holder
+	// closed would see EPIPE instead of the reason.
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest+1), maxRequest+1).ReadSlice('\n')
+	if uid, uerr := peerUID(c); uerr != nil || (uid != 0 && uid != os.Geteuid()) {
+		h.log.Warn("control: refused a client", "uid", uid, "error", uerr)
 		answer(controlReply{Error: "permission denied: only root or the user sockhold runs as may control it"})
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(requestTimeout))
-	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest+1), maxRequest+1).ReadSlice('\n')
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull) || len(line) > maxRequest:
 		answer(controlReply{Error: fmt.Sprintf("request too long (at most %d bytes)", maxRequest)})
