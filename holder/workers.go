@@ -92,19 +92,26 @@ func (h *Holder) linkUp(pid, uid, fd int) {
 	}()
 }
 
-// linkDown closes a link whose worker has gone. A worker started by an
-// upgrade that failed is reaped by the old worker's tableflip, never by the
-// holder, so its link closing is the holder's only news of its end: it
-// leaves the table here (if it is still alive and becomes the holder's
-// child after all, adoptOrphans recognises it again).
+// linkDown closes a link whose worker has gone. A worker that is not the
+// holder's child is reaped by someone else (tableflip in the old worker,
+// for one started by an upgrade), so its link closing is the holder's only
+// news of its end: it leaves the table here. That includes a serve-mode
+// worker promoted while still the old worker's child. (If it lives on and
+// becomes the holder's child after all, adoptOrphans recognises it again.)
 func (h *Holder) linkDown(pid, fd int) {
-	if w := h.workers[pid]; w != nil && w.link == fd {
-		w.link = -1
-		if w != h.current && parentOf(pid) != os.Getpid() {
-			delete(h.workers, pid)
+	unix.Close(fd)
+	w := h.workers[pid]
+	if w == nil || w.link != fd {
+		return
+	}
+	w.link = -1
+	if parentOf(pid) != os.Getpid() {
+		delete(h.workers, pid)
+		if w == h.current {
+			h.current = nil
+			h.currentExited(w, reaped{pid: pid})
 		}
 	}
-	unix.Close(fd)
 	h.drainIfNoWorkers()
 	h.finishIfEmpty()
 }

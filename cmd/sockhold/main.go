@@ -70,6 +70,9 @@ type serveCmd struct {
 	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copies (USR1,USR2,WINCH,...)."`
 	Copies       int           `short:"n" default:"1" help:"Run N copies of the app (einhorn -n); each gets EINHORN_CHILD_INDEX."`
 	Restart      string        `enum:"rolling,fleet" default:"rolling" help:"With --copies: restart one copy at a time (new one ready, then one old one stopped) or all at once (fleet)."`
+	OnDemand     bool          `name:"on-demand" help:"Start no copy until the first connection arrives (it waits in the backlog and is served by the app); stop the app after --idle-stop without activity."`
+	IdleStop     time.Duration `name:"idle-stop" default:"60s" help:"With --on-demand: stop the app after this long with no open connection and nothing queued."`
+	Reject       string        `name:"reject-message" placeholder:"TEXT" help:"With --on-demand: sent (with a newline) to waiting connections when the app keeps failing to start, before they are closed."`
 	Capture      bool          `name:"capture-output" help:"Re-log each line the app writes to stdout or stderr, tagged with its PID and generation (default: the app inherits sockhold's stdout and stderr)."`
 	Verbose      int           `short:"v" type:"counter" help:"More log output: -v logs each copy's life, -vv adds debug."`
 	LogFormat    string        `name:"log-format" enum:"text,json" default:"text" help:"Log format on stderr: text or json."`
@@ -92,6 +95,7 @@ func (c *serveCmd) Run() error {
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
 		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, Forward: c.Forward, KillGrace: 5 * time.Second,
 		Copies: c.Copies, Restart: c.Restart, Capture: c.Capture,
+		OnDemand: c.OnDemand, IdleStop: c.IdleStop, Reject: c.Reject,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
 	}, version))

@@ -31,6 +31,9 @@ type Serve struct {
 	Copies       int
 	Restart      string // rolling | fleet
 	Capture      bool
+	OnDemand     bool
+	IdleStop     time.Duration
+	Reject       string
 	KillGrace    time.Duration
 	Verbose      int
 	LogFormat    string
@@ -54,6 +57,10 @@ type ServeSettings struct {
 	Copies       int   // copies of the app (-n)
 	Fleet        bool  // restart all copies at once instead of one at a time
 	Capture      bool  // re-log the apps' output, line by line
+
+	OnDemand      bool          // start on the first connection, stop when idle
+	IdleStop      time.Duration // with OnDemand: stop after this long without activity
+	RejectMessage string        // with OnDemand: answer for connections that cannot be served
 }
 
 // FromServe validates serve-mode options.
@@ -91,6 +98,15 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--copies %d: want 1 to 256", o.Copies)
 	}
 	s.Copies, s.Fleet, s.Capture = o.Copies, o.Restart == "fleet", o.Capture
+	if o.OnDemand && o.IdleStop <= 0 {
+		return nil, usage("--idle-stop %v: want a positive duration", o.IdleStop)
+	}
+	s.OnDemand, s.IdleStop = o.OnDemand, o.IdleStop
+	if m := o.Reject; m != "" && m[len(m)-1] != '\n' {
+		s.RejectMessage = m + "\n"
+	} else {
+		s.RejectMessage = m
+	}
 	for _, name := range o.Forward {
 		n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG"))
 		switch n {

@@ -12,10 +12,13 @@ const (
 	RoleEnv   = "SOCKHOLD_ROLE"   // "worker" in a worker process
 	ConfigEnv = "SOCKHOLD_CONFIG" // Config as JSON
 	FDsEnv    = "SOCKHOLD_FDS"    // WorkerFDs as JSON
+	// RunningEnv tells a worker started by an upgrade whether the old one
+	// had an on-demand app running ("1"), so it knows whether to start one.
+	RunningEnv = "SOCKHOLD_APP_RUNNING"
 )
 
 // InternalEnv lists the variables that never reach a handler or an app.
-var InternalEnv = []string{RoleEnv, ConfigEnv, FDsEnv}
+var InternalEnv = []string{RoleEnv, ConfigEnv, FDsEnv, RunningEnv}
 
 // InternalEnvPrefixes are variable families that never reach a handler:
 // tableflip's upgrade handshake marker among them.

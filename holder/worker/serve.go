@@ -32,6 +32,7 @@ type serveState struct {
 	readySignalled bool      // tableflip told: the new generation is ready
 	servingSent    bool      // the holder told
 	rolledOut      []int     // old worker: slots stopped for a rolling restart
+	demand         onDemand  // serve --on-demand
 }
 
 // app is one running copy of the served program.
@@ -40,8 +41,9 @@ type app struct {
 	pid, pidfd int
 	start      time.Time
 	ready      bool
-	stopping   bool // sockhold asked it to stop
-	refill     bool // start the slot again once this copy has exited
+	stopping   bool      // sockhold asked it to stop
+	refill     bool      // start the slot again once this copy has exited
+	stopAt     time.Time // stopped by the worker itself (idle): drain deadline from here
 }
 
 func (w *Worker) setupServe() error {
@@ -186,6 +188,9 @@ func (w *Worker) serveRearm() {
 	if !w.upgrading() {
 		earliest(s.restartAt)
 	}
+	if s.cfg.OnDemand {
+		earliest(w.demandDue())
+	}
 	if due.IsZero() || w.stopping {
 		s.timer.disarm()
 		return
@@ -210,6 +215,10 @@ func (w *Worker) serveTimer() {
 			a.stopping = true
 			w.appFailed(fmt.Sprintf("app %d not ready within --ready-timeout %v", a.pid, s.cfg.ReadyTimeout))
 		}
+	}
+	if s.cfg.OnDemand {
+		w.drainIdleStops(now)
+		w.checkIdle(now)
 	}
 	if !w.upgrading() && !s.restartAt.IsZero() && !now.Before(s.restartAt) && !w.stopping {
 		s.restartAt = time.Time{}
@@ -315,6 +324,7 @@ func (w *Worker) appReady(a *app, how string) {
 	s := w.serve
 	a.ready = true
 	s.backoff.Reset()
+	s.demand.startFailures = 0
 	w.log.Info("app ready", "app_pid", a.pid, "copy", a.slot, "by", how, "after", time.Since(a.start).Round(time.Millisecond).String())
 	if w.upgrading() && s.rolling() && a.slot < len(s.apps)-1 {
 		// Rolling: one more new copy is ready, so one old copy may stop;
@@ -337,7 +347,8 @@ func (w *Worker) appReady(a *app, how string) {
 // known.
 func (w *Worker) sayServing() {
 	s := w.serve
-	if s.servingSent || !w.adopted || !s.allReady() {
+	idle := s.cfg.OnDemand && s.demand.watching
+	if s.servingSent || !w.adopted || !(s.allReady() || idle) {
 		return
 	}
 	s.servingSent = true
@@ -374,6 +385,9 @@ func (w *Worker) appExited(pidfd int) {
 		w.startApp(a.slot)
 	case a.stopping:
 		w.log.Info("app exited", attrs...)
+		if s.cfg.OnDemand && s.allEmpty() && !w.stopping && !w.upgrading() {
+			w.watchForDemand()
+		}
 	case !a.ready:
 		w.log.Warn("app exited before it was ready", attrs...)
 		w.appFailed(fmt.Sprintf("app %d exited before it was ready (%s)", a.pid, describe(ws)))
@@ -398,6 +412,9 @@ func (w *Worker) appFailed(reason string) {
 		return
 	}
 	w.log.Warn("app failed", "reason", reason)
+	if w.onDemand() && w.startFailed() {
+		return
+	}
 	w.scheduleAppRestart()
 }
 

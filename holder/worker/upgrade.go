@@ -90,6 +90,15 @@ func (w *Worker) startUpgrade() {
 	}
 	w.upgrade.running = true
 	w.upgrade.result = make(chan error, 1)
+	if w.onDemand() {
+		// tableflip gives the new worker this process's environment:
+		// tell it whether an app runs, so it starts one only then.
+		running := "0"
+		if w.serve.anyRunning() {
+			running = "1"
+		}
+		os.Setenv(config.RunningEnv, running)
+	}
 	w.log.Info("upgrade: starting the binary on disk")
 	go func(res chan<- error) {
 		// A worker that was itself started by an upgrade may only pass

@@ -78,6 +78,8 @@ const (
 	kindServeTimer  // serve mode: readiness timer, ready deadline, restart
 	kindEinhorn     // serve mode: EINHORN_SOCK_PATH listener
 	kindEinhornConn // serve mode: one einhorn client
+	kindDemand      // serve --on-demand: a listener watched for a first connection
+	kindArrival     // serve --on-demand: a listener watched (edge) for arrivals
 )
 
 // Main runs a worker process and returns its exit status.
@@ -207,7 +209,11 @@ func (w *Worker) run() int {
 	}
 	if w.serve != nil {
 		// Serve mode tells tableflip it is ready only once the app is.
-		w.startCopies()
+		if w.onDemand() {
+			w.startOnDemand()
+		} else {
+			w.startCopies()
+		}
 	} else if err := w.upg.Ready(); err != nil {
 		// The previous worker died mid-upgrade: the holder, not tableflip,
 		// decides whether this worker takes over.
@@ -274,6 +280,10 @@ func (w *Worker) dispatch(fd int) {
 		w.fromEinhorn()
 	case kindEinhornConn:
 		w.einhornInput(fd)
+	case kindDemand:
+		w.demandArrived(fd)
+	case kindArrival:
+		w.arrival()
 	}
 }
 

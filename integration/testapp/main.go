@@ -30,6 +30,8 @@ func main() {
 	exitAtStart := flag.Int("exit-at-start", -1, "exit with this status at once")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM")
 	chatty := flag.Bool("chatty", false, "write to stdout and stderr at start and while stopping")
+	hold := flag.Bool("hold", false, "keep each connection open until the client closes it")
+	drainDelay := flag.Duration("drain-delay", 0, "on the stop signal, close the listeners at once but exit only after this")
 	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\" or \"fail-copy INDEX\"")
 	flag.Parse()
 	if *modeFile != "" {
@@ -87,6 +89,18 @@ func main() {
 					return
 				}
 				fmt.Fprintf(c, "%s %d\n", *tag, pid)
+				if *hold {
+					go func(c net.Conn) {
+						b := make([]byte, 512)
+						for {
+							if _, err := c.Read(b); err != nil {
+								break
+							}
+						}
+						c.Close()
+					}(c)
+					continue
+				}
 				c.Close()
 			}
 		}(l)
@@ -118,6 +132,8 @@ func main() {
 		l.Close()
 	}
 	wg.Wait()
+	record("closed")
+	time.Sleep(*drainDelay)
 }
 
 func listeners(dialect string) ([]net.Listener, []string, error) {

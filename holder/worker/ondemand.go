@@ -1,0 +1,228 @@
+package worker
+
+import (
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/handoff/listen"
+	"github.com/sockhold/sockhold/holder/config"
+)
+
+// On-demand serving (serve --on-demand): no copy runs until a connection
+// waits on a listener; that connection stays in the backlog and is served
+// by the app. The app is stopped once nothing has happened for --idle-stop:
+// no connection open on the listeners' addresses (long-lived ones count,
+// accepted ones too) and nothing queued.
+
+// onDemand holds the on-demand part of a serve-mode worker.
+type onDemand struct {
+	watching      bool      // listeners watched for a first connection
+	lastActive    time.Time // last time activity was seen
+	nextCheck     time.Time
+	startFailures int       // consecutive failed starts
+	notBefore     time.Time // after repeated failures, no new attempt before this
+	arrivals      bool      // a connection arrived since the last idle check
+}
+
+// maxStartFailures is how many failed starts make sockhold answer the
+// waiting connections (reject message, close) instead of letting them hang.
+const maxStartFailures = 3
+
+func (w *Worker) onDemand() bool { return w.serve != nil && w.serve.cfg.OnDemand }
+
+// startOnDemand is how an on-demand worker begins: with the app running if
+// the generation it replaces had it running (a restart), idle otherwise.
+func (w *Worker) startOnDemand() {
+	if w.upgrading() && os.Getenv(config.RunningEnv) == "1" {
+		w.startCopies()
+		return
+	}
+	w.serve.readySignalled = true
+	if err := w.upg.Ready(); err != nil {
+		w.log.Warn("tableflip could not tell the previous worker", "error", err)
+	}
+	w.watchForDemand()
+}
+
+// watchForDemand watches the listeners (without accepting) for the first
+// connection.
+func (w *Worker) watchForDemand() {
+	d := &w.serve.demand
+	if d.watching || w.stopping {
+		return
+	}
+	for _, l := range w.listeners {
+		w.poll.del(l.FD) // it may be watched for arrivals
+		w.poll.add(l.FD)
+		w.kinds[l.FD] = kindDemand
+	}
+	d.watching = true
+	w.log.Info("idle: waiting for a connection")
+	w.sayServing()
+}
+
+func (w *Worker) stopWatchingForDemand() {
+	d := &w.serve.demand
+	if !d.watching {
+		return
+	}
+	// While the app runs it accepts; the worker only notices arrivals,
+	// edge-triggered, so a connection too short to be seen open between
+	// two idle checks still counts.
+	for _, l := range w.listeners {
+		w.poll.del(l.FD)
+		w.poll.addEdge(l.FD)
+		w.kinds[l.FD] = kindArrival
+	}
+	d.watching = false
+}
+
+// demandArrived: a connection waits. Start the app, unless it has just
+// failed to start repeatedly, in which case the connection is answered.
+func (w *Worker) demandArrived(fd int) {
+	d := &w.serve.demand
+	if time.Now().Before(d.notBefore) {
+		w.rejectPending(fd)
+		return
+	}
+	w.stopWatchingForDemand()
+	now := time.Now()
+	d.lastActive, d.nextCheck = now, now
+	w.log.Info("connection waiting: starting the app")
+	w.startCopies()
+}
+
+// rejectPending answers the connections waiting on one listener (the
+// reject message, if any) and closes them. The listener is blocking in
+// serve mode, so each accept is preceded by a zero-timeout poll.
+func (w *Worker) rejectPending(fd int) {
+	for {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(pfd, 0); n < 1 {
+			return
+		}
+		c, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
+		if err != nil {
+			return
+		}
+		if m := w.serve.cfg.RejectMessage; m != "" {
+			unix.SendmsgN(c, []byte(m), nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		}
+		unix.Shutdown(c, unix.SHUT_WR)
+		unix.Close(c)
+		w.log.Info("FAIL", "reason", "the app cannot be started; answered and closed")
+	}
+}
+
+// startFailed counts a failed start. After a few, the waiting connections
+// are answered rather than left hanging, and the next connection tries
+// again once the backoff has passed.
+func (w *Worker) startFailed() bool {
+	d := &w.serve.demand
+	d.startFailures++
+	if d.startFailures < maxStartFailures {
+		return false
+	}
+	d.startFailures = 0
+	d.notBefore = time.Now().Add(w.serve.backoff.Fail())
+	w.serve.restartAt = time.Time{}
+	for _, l := range w.listeners {
+		w.rejectPending(l.FD)
+	}
+	w.log.Warn("the app keeps failing to start; waiting connections answered", "next_try_after", time.Until(d.notBefore).Round(time.Millisecond).String())
+	w.watchForDemand()
+	return true
+}
+
+// arrival notes a new connection while the app runs (and accepts it).
+func (w *Worker) arrival() { w.serve.demand.arrivals = true }
+
+// checkIdle looks at the listeners' activity (connections open on their
+// addresses, queued ones included, and any that arrived since the last
+// look) and stops the app once there has been none for --idle-stop.
+func (w *Worker) checkIdle(now time.Time) {
+	s := w.serve
+	d := &s.demand
+	if now.Before(d.nextCheck) || !s.allReady() {
+		return
+	}
+	d.nextCheck = now.Add(idleCheckInterval(s.cfg.IdleStop))
+	active := 0
+	if d.arrivals {
+		active, d.arrivals = 1, false
+	}
+	for _, l := range w.listeners {
+		if n, err := listen.Activity(l.FD); err == nil {
+			active += n
+		}
+	}
+	if active > 0 {
+		d.lastActive = now
+		return
+	}
+	if now.Sub(d.lastActive) >= s.cfg.IdleStop {
+		w.log.Info("idle: stopping the app", "idle_for", now.Sub(d.lastActive).Round(time.Millisecond).String())
+		for _, a := range s.apps {
+			if a != nil && !a.stopping {
+				w.stopApp(a)
+				a.stopAt = now
+			}
+		}
+	}
+}
+
+// idleCheckInterval: often enough to stop within a second of the deadline,
+// rarely enough to cost nothing measurable.
+func idleCheckInterval(idle time.Duration) time.Duration {
+	return min(max(idle/4, 50*time.Millisecond), time.Second)
+}
+
+// demandDue is when the on-demand timer next has something to do.
+func (w *Worker) demandDue() time.Time {
+	s := w.serve
+	var due time.Time
+	if s.allReady() {
+		due = s.demand.nextCheck
+	}
+	for _, a := range s.apps {
+		if a != nil && a.stopping && !a.stopAt.IsZero() {
+			if t := a.stopAt.Add(s.cfg.DrainTimeout); due.IsZero() || t.Before(due) {
+				due = t
+			}
+		}
+	}
+	return due
+}
+
+// drainIdleStops kills copies the worker stopped for idleness that outlive
+// --drain-timeout (the worker is their parent: the holder is not involved).
+func (w *Worker) drainIdleStops(now time.Time) {
+	for _, a := range w.serve.apps {
+		if a != nil && a.stopping && !a.stopAt.IsZero() && !now.Before(a.stopAt.Add(w.serve.cfg.DrainTimeout)) {
+			unix.PidfdSendSignal(a.pidfd, unix.SIGKILL, nil, 0)
+			a.stopAt = time.Time{}
+			w.log.Warn("app did not stop within --drain-timeout; killed", "app_pid", a.pid)
+		}
+	}
+}
+
+// anyRunning reports whether a copy runs (for the next generation).
+func (s *serveState) anyRunning() bool {
+	for _, a := range s.apps {
+		if a != nil && !a.stopping {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *serveState) allEmpty() bool {
+	for _, a := range s.apps {
+		if a != nil {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,87 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkOnDemandColdStart measures serve --on-demand: the time from
+// connect to the first byte when the app is not running, against the app's
+// own start-up (process start to READY=1, as the worker measured it in the
+// same run), over 20 cold starts; and the CPU sockhold uses per minute
+// while the app runs idle (the idle checks) and while no app runs.
+//
+//	go test -run '^$' -bench OnDemandColdStart -benchtime 1x ./integration/
+func BenchmarkOnDemandColdStart(b *testing.B) {
+	if raceEnabled {
+		b.Skip("run without -race")
+	}
+	in := startWith(b, startOpts{verbosity: "-v"}, "serve", "--on-demand", "--idle-stop", "100ms",
+		"--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--", appBin, "-dialect", "systemd")
+	var cold, own, added []time.Duration
+	waiting := msgIs("idle: waiting for a connection")
+	for i := 0; i < 20; i++ {
+		in.waitForN(10*time.Second, i+1, waiting)
+		t0 := time.Now()
+		c, err := net.Dial("tcp", in.addr(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+		first := time.Since(t0)
+		c.Close()
+		r := in.waitForN(10*time.Second, i+1, msgIs("app ready"))[i]
+		after, _ := time.ParseDuration(r.str("after"))
+		cold, own, added = append(cold, first), append(own, after), append(added, first-after)
+	}
+	for _, s := range [][]time.Duration{cold, own, added} {
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	}
+	fmt.Printf("\non-demand cold starts: 20\n")
+	fmt.Printf("connect -> first byte:                  median %v, max %v\n", cold[10].Round(time.Microsecond), cold[19].Round(time.Microsecond))
+	fmt.Printf("the app's own start-up (exec -> READY): median %v, max %v\n", own[10].Round(time.Microsecond), own[19].Round(time.Microsecond))
+	fmt.Printf("sockhold adds:                          median %v, max %v\n", added[10].Round(time.Microsecond), added[19].Round(time.Microsecond))
+
+	// Idle cost: CPU of holder and worker over a quiet stretch.
+	idle := startWith(b, startOpts{}, "serve", "--on-demand", "--idle-stop", "1h",
+		"--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--", appBin, "-dialect", "systemd")
+	const quiet = 10 * time.Second
+	perMinute := func() time.Duration {
+		pids := []int{idle.pid(), idle.workerPID()}
+		before := cpuOf(pids)
+		time.Sleep(quiet)
+		return (cpuOf(pids) - before) * time.Duration(time.Minute/quiet)
+	}
+	notRunning := perMinute()
+	mustRoundTrip(&testing.T{}, idle.addr(0), "")
+	running := perMinute()
+	fmt.Printf("sockhold CPU per minute, no app running: %v; app running idle (idle checks every 1 s): %v\n", notRunning, running)
+	b.ReportMetric(float64(added[10].Microseconds())/1000, "added_ms")
+	b.ReportMetric(float64(running.Microseconds())/1000, "idle_cpu_ms/min")
+}
+
+// cpuOf sums user and system CPU time of pids (clock ticks of 10 ms).
+func cpuOf(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		u, _ := strconv.Atoi(f[11])
+		st, _ := strconv.Atoi(f[12])
+		total += time.Duration(u+st) * 10 * time.Millisecond
+	}
+	return total
+}
