@@ -148,28 +148,40 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 	if len(c.Listen) == 0 {
 		c.Listen = inheritedSpecs
 	}
+	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
+		"give PORT, --listen URI", "handler", "sockhold 873 -- rsync --daemon"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// completeCommon checks what spawn and serve share: something to listen on,
+// the command (resolved now, so a typo fails at start), the identity
+// children run as, and the control socket's path. what and example word the
+// errors for the mode.
+func (c *Config) completeCommon(command []string, user, group, control, listenHint, what, example string) error {
 	if len(c.Listen) == 0 {
-		return nil, usage("nothing to listen on: give PORT, --listen URI, or start under a service manager that passes LISTEN_FDS")
+		return usage("nothing to listen on: %s, or start under a service manager that passes LISTEN_FDS", listenHint)
 	}
-	if len(o.Command) == 0 {
-		return nil, usage("no command: put the handler command after --, e.g. sockhold 873 -- rsync --daemon")
+	if len(command) == 0 {
+		return usage("no command: put the %s command after --, e.g. %s", what, example)
 	}
-	if strings.HasPrefix(o.Command[0], "-") {
-		return nil, usage("unknown flag %s (the handler command goes after --)", o.Command[0])
+	if strings.HasPrefix(command[0], "-") {
+		return usage("unknown flag %s (the %s command goes after --)", command[0], what)
 	}
-	path, err := handoff.Resolve(o.Command[0])
+	path, err := handoff.Resolve(command[0])
 	if err != nil {
-		return nil, usage("%v", err)
+		return usage("%v", err)
 	}
-	c.Command, c.CommandPath = o.Command, path
-	if c.RunAs, err = handoff.LookupRunAs(o.User, o.Group); err != nil {
-		return nil, usage("%v", err)
+	c.Command, c.CommandPath = command, path
+	if c.RunAs, err = handoff.LookupRunAs(user, group); err != nil {
+		return usage("%v", err)
 	}
-	c.Control = o.Control
+	c.Control = control
 	if c.Control == "" {
 		c.Control = DefaultControlPath(c.Listen[0])
 	}
-	return c, nil
+	return nil
 }
 
 // LevelFor maps -v counts as socket-burst-dampener does: warnings by

@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/handoff/listen"
 )
 
@@ -141,9 +140,6 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 	if len(c.Listen) == 0 {
 		c.Listen = inheritedSpecs
 	}
-	if len(c.Listen) == 0 {
-		return nil, usage("nothing to listen on: give --listen URI, or start under a service manager that passes LISTEN_FDS")
-	}
 	if len(o.FDNames) > len(c.Listen) {
 		return nil, usage("%d --fd-name for %d listeners", len(o.FDNames), len(c.Listen))
 	}
@@ -153,23 +149,9 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		}
 		c.Listen[i].Name = n
 	}
-	if len(o.Command) == 0 {
-		return nil, usage("no command: put the server command after --, e.g. sockhold serve --listen tcp://:8080 -- ./app")
-	}
-	if strings.HasPrefix(o.Command[0], "-") {
-		return nil, usage("unknown flag %s (the server command goes after --)", o.Command[0])
-	}
-	path, err := handoff.Resolve(o.Command[0])
-	if err != nil {
-		return nil, usage("%v", err)
-	}
-	c.Command, c.CommandPath = o.Command, path
-	if c.RunAs, err = handoff.LookupRunAs(o.User, o.Group); err != nil {
-		return nil, usage("%v", err)
-	}
-	c.Control = o.Control
-	if c.Control == "" {
-		c.Control = DefaultControlPath(c.Listen[0])
+	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
+		"give --listen URI", "server", "sockhold serve --listen tcp://:8080 -- ./app"); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
