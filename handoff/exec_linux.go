@@ -3,7 +3,9 @@ package handoff
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -24,10 +26,10 @@ type Command struct {
 // a clear error at start rather than a failure on every connection.
 func Resolve(name string) (string, error) {
 	path := name
-	if !containsSlash(name) {
-		found, err := lookPath(name)
+	if !strings.Contains(name, "/") {
+		found, err := exec.LookPath(name)
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("command %s: not found in PATH", name)
 		}
 		path = found
 	}
@@ -46,28 +48,6 @@ func Resolve(name string) (string, error) {
 		return "", fmt.Errorf("command %s: not executable", name)
 	}
 	return abs, nil
-}
-
-func containsSlash(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return true
-		}
-	}
-	return false
-}
-
-func lookPath(name string) (string, error) {
-	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		if dir == "" {
-			dir = "."
-		}
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && unix.Access(p, unix.X_OK) == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("command %s: not found in PATH", name)
 }
 
 func unwrapPathErr(err error) error {

@@ -45,7 +45,9 @@ type Holder struct {
 
 	upgrade       *upgradeRun // nil when none is in progress
 	upgradeQueued bool        // a SIGHUP arrived during an upgrade
+	upgradeSeq    int         // numbers upgrades, so a stale timeout is ignored
 	statusWaiters []*controlRequest
+	statusSeq     int // numbers status asks, likewise
 	totals        totals
 
 	events     chan event
@@ -90,7 +92,6 @@ type event struct {
 	pid   int
 	fd    int
 	uid   int
-	gen   int
 	msg   linkMsg
 	phase stopPhase
 	ctl   *controlRequest
@@ -194,7 +195,7 @@ func (h *Holder) onEvent(ev event) {
 	case evControl:
 		h.onControl(ev.ctl)
 	case evStatusTimeout:
-		if ev.seq == statusSeq {
+		if ev.seq == h.statusSeq {
 			h.answerStatus(nil)
 		}
 	case evServeDeadline:

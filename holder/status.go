@@ -33,8 +33,6 @@ type Status struct {
 	Listeners      []string          `json:"listeners"`
 }
 
-var statusSeq int
-
 // requestStatus asks the serving worker for its figures and answers once
 // they arrive, or after a second without them.
 func (h *Holder) requestStatus(r *controlRequest) {
@@ -46,8 +44,8 @@ func (h *Holder) requestStatus(r *controlRequest) {
 	h.statusWaiters = append(h.statusWaiters, r)
 	if len(h.statusWaiters) == 1 {
 		link.Send(h.current.link, link.Msg{Type: link.StatusAsk})
-		statusSeq++
-		h.after(time.Second, event{kind: evStatusTimeout, seq: statusSeq})
+		h.statusSeq++
+		h.after(time.Second, event{kind: evStatusTimeout, seq: h.statusSeq})
 	}
 }
 

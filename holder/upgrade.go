@@ -15,8 +15,6 @@ type upgradeRun struct {
 	detail  string            // the new worker's own reason, if it gave one
 }
 
-var upgradeSeq int
-
 // requestUpgrade starts an upgrade: the serving worker is asked to start the
 // binary now on disk through tableflip. req is nil for SIGHUP. Requests are
 // serialised: a SIGHUP during an upgrade is queued (one is enough: the next
@@ -40,8 +38,8 @@ func (h *Holder) requestUpgrade(req *controlRequest) {
 		}
 		return
 	}
-	upgradeSeq++
-	u := &upgradeRun{seq: upgradeSeq, start: time.Now(), fromGen: h.current.gen}
+	h.upgradeSeq++
+	u := &upgradeRun{seq: h.upgradeSeq, start: time.Now(), fromGen: h.current.gen}
 	if req != nil {
 		if req.Wait {
 			u.waiters = append(u.waiters, req)

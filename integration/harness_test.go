@@ -438,8 +438,3 @@ func childrenOf(pid int) []int {
 	}
 	return out
 }
-
-// handlerCmd is the test handler with a mode and arguments.
-func handlerCmd(mode string, args ...string) []string {
-	return append([]string{"--", handlerBin, mode}, args...)
-}

@@ -103,7 +103,7 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		LoadavgPath:   throttle.DefaultLoadavgPath,
 		LoadRecheck:   o.LoadRecheck,
 		WhenFull:      o.WhenFull,
-		RejectMessage: o.RejectMessage,
+		RejectMessage: withNewline(o.RejectMessage),
 		OnStop:        o.OnStop,
 		StopTimeout:   o.StopTimeout,
 		KillGrace:     o.KillGrace,
@@ -182,6 +182,15 @@ func (c *Config) completeCommon(command []string, user, group, control, listenHi
 		c.Control = DefaultControlPath(c.Listen[0])
 	}
 	return nil
+}
+
+// withNewline ends a reject message with a newline, as line protocols
+// (rsync's @ERROR lines among them) expect; empty stays empty.
+func withNewline(m string) string {
+	if m != "" && !strings.HasSuffix(m, "\n") {
+		return m + "\n"
+	}
+	return m
 }
 
 // LevelFor maps -v counts as socket-burst-dampener does: warnings by

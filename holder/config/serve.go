@@ -101,11 +101,7 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--idle-stop %v: want a positive duration", o.IdleStop)
 	}
 	s.OnDemand, s.IdleStop = o.OnDemand, o.IdleStop
-	if m := o.Reject; m != "" && m[len(m)-1] != '\n' {
-		s.RejectMessage = m + "\n"
-	} else {
-		s.RejectMessage = m
-	}
+	s.RejectMessage = withNewline(o.Reject)
 	for _, name := range o.Forward {
 		n := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG"))
 		switch n {

@@ -66,7 +66,7 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 		d := w.spawnBackoff.Fail()
 		w.spawnHoldUntil = time.Now().Add(d)
 		w.counters.spawnFailures++
-		w.answerAndClose(fd)
+		handoff.Refuse(fd, w.rejectMessage)
 		w.log.Warn("FAIL", "peer", peer.Text, "reason", "spawn failed", "error", err, "retry_in", d.String())
 		return
 	}
@@ -83,29 +83,10 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 // reject answers a connection that will not be handed on and closes it.
 func (w *Worker) reject(fd int, peer, reason string, attrs ...any) {
 	w.counters.rejected++
-	w.answerAndClose(fd)
+	handoff.Refuse(fd, w.rejectMessage)
 	if w.logConns {
 		w.log.Info("FAIL", append([]any{"peer", peer, "reason", reason}, attrs...)...)
 	}
-}
-
-// answerAndClose writes the reject message (if any) and closes. Closing a
-// socket with unread input makes the kernel send RST, which can destroy the
-// message before the client reads it; so the write side is shut first and
-// whatever the client already sent is read and discarded.
-func (w *Worker) answerAndClose(fd int) {
-	if w.rejectMessage != nil {
-		unix.SendmsgN(fd, w.rejectMessage, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-	}
-	unix.Shutdown(fd, unix.SHUT_WR)
-	var buf [4096]byte
-	for i := 0; i < 16; i++ {
-		n, _, err := unix.Recvfrom(fd, buf[:], unix.MSG_DONTWAIT)
-		if n <= 0 || err != nil {
-			break
-		}
-	}
-	unix.Close(fd)
 }
 
 // logQueue reports the accept-queue depth of each TCP listener at debug level

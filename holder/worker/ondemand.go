@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
 )
@@ -107,11 +108,7 @@ func (w *Worker) rejectPending(fd int) {
 		if err != nil {
 			return
 		}
-		if m := w.serve.cfg.RejectMessage; m != "" {
-			unix.SendmsgN(c, []byte(m), nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		}
-		unix.Shutdown(c, unix.SHUT_WR)
-		unix.Close(c)
+		handoff.Refuse(c, []byte(w.serve.cfg.RejectMessage))
 		w.log.Info("FAIL", "reason", "the app cannot be started; answered and closed")
 	}
 }

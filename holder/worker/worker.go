@@ -120,11 +120,8 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 		acceptBackoff: throttle.NewBackoff(10*time.Millisecond, time.Second),
 		cmd:           handoff.Command{Path: cfg.CommandPath, Argv: cfg.Command, RunAs: cfg.RunAs},
 	}
-	if m := cfg.RejectMessage; m != "" {
-		if m[len(m)-1] != '\n' {
-			m += "\n"
-		}
-		w.rejectMessage = []byte(m)
+	if cfg.RejectMessage != "" {
+		w.rejectMessage = []byte(cfg.RejectMessage)
 	}
 	var err error
 	if w.upg, err = tableflip.New(tableflip.Options{UpgradeTimeout: cfg.UpgradeTimeout}); err != nil {
