@@ -65,8 +65,21 @@ func BenchmarkOnDemandColdStart(b *testing.B) {
 	mustRoundTrip(&testing.T{}, idle.addr(0), "")
 	running := perMinute()
 	fmt.Printf("sockhold CPU per minute, no app running: %v; app running idle (idle checks every 1 s): %v\n", notRunning, running)
+
+	// Busy cost: the same while the app serves a closed loop of 4 clients,
+	// against the app's own CPU in the same stretch. Arrival signals are
+	// at most one per idle check, so this stays near the idle figure.
+	appPID := idle.waitFor(5*time.Second, msgIs("app started")).int("app_pid")
+	sockholdPIDs := []int{idle.pid(), idle.workerPID()}
+	before, appBefore := cpuOf(sockholdPIDs), cpuOf([]int{appPID})
+	served := len(closedLoop(b, idle.addr(0), "app", 4, quiet))
+	busy := (cpuOf(sockholdPIDs) - before) * time.Duration(time.Minute/quiet)
+	appBusy := (cpuOf([]int{appPID}) - appBefore) * time.Duration(time.Minute/quiet)
+	fmt.Printf("app serving %d conns/s: sockhold CPU per minute %v, the app's %v (ratio %.3f)\n",
+		served/int(quiet/time.Second), busy, appBusy, float64(busy)/float64(max(appBusy, 1)))
 	b.ReportMetric(float64(added[10].Microseconds())/1000, "added_ms")
 	b.ReportMetric(float64(running.Microseconds())/1000, "idle_cpu_ms/min")
+	b.ReportMetric(float64(busy.Microseconds())/1000, "busy_cpu_ms/min")
 }
 
 // cpuOf sums user and system CPU time of pids (clock ticks of 10 ms).

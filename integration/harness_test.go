@@ -344,6 +344,12 @@ func (in *instance) exited() bool {
 
 // cleanup stops a holder the test left running: gently, then by PID.
 func (in *instance) cleanup() {
+	// A failure anywhere in the test is diagnosed from sockhold's own log.
+	defer func() {
+		if in.t.Failed() {
+			in.t.Logf("sockhold log:\n%s", in.dump())
+		}
+	}()
 	if in.exited() {
 		return
 	}

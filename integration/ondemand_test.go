@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,6 +49,44 @@ func TestOnDemandSteadyTrafficIsNeverStopped(t *testing.T) {
 	}
 	if n := in.count(msgIs("idle: stopping the app")); n != 0 {
 		t.Fatalf("stopped %d times under steady traffic", n)
+	}
+}
+
+// Connections the app accepts before the worker has looked still count
+// as activity. With the worker stopped (SIGSTOP) while the app serves a
+// connection every 0.5 s for longer than --idle-stop, the worker can only
+// learn of them from what the kernel recorded at arrival: once it runs
+// again it must see them and keep the app, not stop it as idle.
+func TestOnDemandArrivalsTheAppTookFirstStillCount(t *testing.T) {
+	in := start(t, "serve", "--on-demand", "--idle-stop", "2s", "--listen", "tcp://127.0.0.1:0", "--ready", "notify",
+		"--", appBin, "-dialect", "systemd")
+	first := replyPID(t, mustRoundTrip(t, in.addr(0), ""))
+	worker := in.workerPID()
+	if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(worker, syscall.SIGCONT)
+		}
+	}()
+	for i := 0; i < 6; i++ {
+		time.Sleep(500 * time.Millisecond) // the traffic's shape, not a synchronisation
+		if pid := replyPID(t, mustRoundTrip(t, in.addr(0), "")); pid != first {
+			t.Fatalf("answered by %d, then by %d", first, pid)
+		}
+	}
+	verdict := func(r record) bool {
+		return r.str("msg") == "idle: stopping the app" || (r.str("msg") == "idle check" && r.str("arrived") == "true")
+	}
+	before := in.count(verdict)
+	syscall.Kill(worker, syscall.SIGCONT)
+	stopped = false
+	if r, ok := in.waitForOK(5*time.Second, before, verdict); !ok {
+		t.Fatal("no idle check saw the arrivals after the worker continued")
+	} else if r.str("msg") != "idle check" {
+		t.Fatalf("stopped as idle although it served 6 connections: %v", r)
 	}
 }
 
@@ -169,5 +208,11 @@ func TestOnDemandUpgrades(t *testing.T) {
 	r := in.waitFor(5*time.Second, func(r record) bool { return r.str("msg") == "app ready" && r.int("app_pid") == second })
 	if r.int("gen") != 3 {
 		t.Fatalf("new copy ready in generation %v, want 3", r["gen"])
+	}
+	// Idle time starts again with the new generation: its first looks
+	// (a stop needs two in a row) must not find the app idle for long.
+	in.waitForN(5*time.Second, 2, func(r record) bool { return r.str("msg") == "idle check" && r.int("gen") == 3 })
+	if n := in.count(msgIs("idle: stopping the app")); n != 0 {
+		t.Fatalf("the restarted app was stopped as idle at once; log:\n%s", in.dump())
 	}
 }

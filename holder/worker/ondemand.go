@@ -22,10 +22,16 @@ type onDemand struct {
 	watching      bool      // listeners watched for a first connection
 	lastActive    time.Time // last time activity was seen
 	nextCheck     time.Time
-	startFailures int       // consecutive failed starts
-	notBefore     time.Time // after repeated failures, no new attempt before this
-	arrivals      bool      // a connection arrived since the last idle check
+	startFailures int           // consecutive failed starts
+	notBefore     time.Time     // after repeated failures, no new attempt before this
+	arrivals      *arrivalWatch // connections arriving while the app runs
+	confirming    bool          // idle long enough once; stop if the next look agrees
 }
+
+// idleConfirm is how long after the idle deadline the worker looks once
+// more before stopping the app: an arrival signalled just before the
+// deadline has then surely been delivered.
+const idleConfirm = 100 * time.Millisecond
 
 // maxStartFailures is how many failed starts make sockhold answer the
 // waiting connections (reject message, close) instead of letting them hang.
@@ -36,7 +42,14 @@ func (w *Worker) onDemand() bool { return w.serve != nil && w.serve.cfg.OnDemand
 // startOnDemand is how an on-demand worker begins: with the app running if
 // the generation it replaces had it running (a restart), idle otherwise.
 func (w *Worker) startOnDemand() {
+	fds := make([]int, len(w.listeners))
+	for i, l := range w.listeners {
+		fds[i] = l.FD
+	}
+	w.serve.demand.arrivals = newArrivalWatch(fds)
 	if w.upgrading() && os.Getenv(config.RunningEnv) == "1" {
+		// Idle time starts again with the new generation.
+		w.startArrivalWatch()
 		w.startCopies()
 		return
 	}
@@ -54,8 +67,8 @@ func (w *Worker) watchForDemand() {
 	if d.watching || w.stopping {
 		return
 	}
+	d.arrivals.stop()
 	for _, l := range w.listeners {
-		w.poll.del(l.FD) // it may be watched for arrivals
 		w.poll.add(l.FD)
 		w.kinds[l.FD] = kindDemand
 	}
@@ -69,15 +82,26 @@ func (w *Worker) stopWatchingForDemand() {
 	if !d.watching {
 		return
 	}
-	// While the app runs it accepts; the worker only notices arrivals,
-	// edge-triggered, so a connection too short to be seen open between
-	// two idle checks still counts.
+	// While the app runs it accepts; the worker only learns of arrivals,
+	// so a connection too short to be seen open by an idle check counts.
 	for _, l := range w.listeners {
 		w.poll.del(l.FD)
-		w.poll.addEdge(l.FD)
-		w.kinds[l.FD] = kindArrival
+		delete(w.kinds, l.FD)
 	}
 	d.watching = false
+	w.startArrivalWatch()
+}
+
+// startArrivalWatch begins an app's run: idle time counts from now, and
+// every arrival from now on is seen.
+func (w *Worker) startArrivalWatch() {
+	d := &w.serve.demand
+	now := time.Now()
+	d.lastActive, d.nextCheck, d.confirming = now, now, false
+	if err := d.arrivals.start(); err != nil {
+		// Open connections and the queue are still counted.
+		w.log.Warn("cannot watch arrivals; short connections may go unseen", "error", err)
+	}
 }
 
 // demandArrived: a connection waits. Start the app, unless it has just
@@ -89,8 +113,6 @@ func (w *Worker) demandArrived(fd int) {
 		return
 	}
 	w.stopWatchingForDemand()
-	now := time.Now()
-	d.lastActive, d.nextCheck = now, now
 	w.log.Info("connection waiting: starting the app")
 	w.startCopies()
 }
@@ -133,9 +155,6 @@ func (w *Worker) startFailed() bool {
 	return true
 }
 
-// arrival notes a new connection while the app runs (and accepts it).
-func (w *Worker) arrival() { w.serve.demand.arrivals = true }
-
 // checkIdle looks at the listeners' activity (connections open on their
 // addresses, queued ones included, and any that arrived since the last
 // look) and stops the app once there has been none for --idle-stop.
@@ -146,26 +165,33 @@ func (w *Worker) checkIdle(now time.Time) {
 		return
 	}
 	d.nextCheck = now.Add(idleCheckInterval(s.cfg.IdleStop))
-	active := 0
-	if d.arrivals {
-		active, d.arrivals = 1, false
-	}
+	arrived := d.arrivals.take()
+	open := 0
 	for _, l := range w.listeners {
 		if n, err := listen.Activity(l.FD); err == nil {
-			active += n
+			open += n
 		}
 	}
-	if active > 0 {
-		d.lastActive = now
+	idle := now.Sub(d.lastActive)
+	w.log.Debug("idle check", "arrived", arrived, "open", open, "idle_for", idle.Round(time.Millisecond).String())
+	if arrived || open > 0 {
+		d.lastActive, d.confirming = now, false
 		return
 	}
-	if now.Sub(d.lastActive) >= s.cfg.IdleStop {
-		w.log.Info("idle: stopping the app", "idle_for", now.Sub(d.lastActive).Round(time.Millisecond).String())
-		for _, a := range s.apps {
-			if a != nil && !a.stopping {
-				w.stopApp(a)
-				a.stopAt = now
-			}
+	if idle < s.cfg.IdleStop {
+		return
+	}
+	if !d.confirming {
+		d.confirming = true
+		d.nextCheck = now.Add(idleConfirm)
+		return
+	}
+	d.confirming = false
+	w.log.Info("idle: stopping the app", "idle_for", idle.Round(time.Millisecond).String())
+	for _, a := range s.apps {
+		if a != nil && !a.stopping {
+			w.stopApp(a)
+			a.stopAt = now
 		}
 	}
 }

@@ -28,13 +28,6 @@ func (p *poller) add(fd int) error {
 	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)})
 }
 
-// addEdge watches fd edge-triggered: one event per new arrival, none for
-// what is already there. Used to notice connections that someone else
-// accepts.
-func (p *poller) addEdge(fd int) error {
-	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)})
-}
-
 func (p *poller) del(fd int) error {
 	return unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, fd, nil)
 }

@@ -79,7 +79,6 @@ const (
 	kindEinhorn     // serve mode: EINHORN_SOCK_PATH listener
 	kindEinhornConn // serve mode: one einhorn client
 	kindDemand      // serve --on-demand: a listener watched for a first connection
-	kindArrival     // serve --on-demand: a listener watched (edge) for arrivals
 )
 
 // Main runs a worker process and returns its exit status.
@@ -279,8 +278,6 @@ func (w *Worker) dispatch(fd int) {
 		w.einhornInput(fd)
 	case kindDemand:
 		w.demandArrived(fd)
-	case kindArrival:
-		w.arrival()
 	}
 }
 
