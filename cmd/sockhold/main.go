@@ -10,7 +10,8 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/sockhold/sockhold/handoff"
+	// The LISTEN_PID shim runs in this package's init, before the rest.
+	_ "github.com/sockhold/sockhold/handoff/listenpid"
 	"github.com/sockhold/sockhold/holder"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/worker"
@@ -155,9 +156,6 @@ type cli struct {
 }
 
 func main() {
-	if handoff.IsShim() {
-		os.Exit(handoff.ShimMain())
-	}
 	if config.IsWorker() {
 		os.Exit(worker.Main(version))
 	}

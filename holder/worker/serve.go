@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockhold/sockhold/handoff"
+	"github.com/sockhold/sockhold/handoff/listenpid"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/holder/logs"
@@ -75,7 +76,7 @@ func (w *Worker) setupServe() error {
 		// sockets in blocking mode, as systemd does by default.
 		unix.SetNonblock(l.FD, false)
 	}
-	drop := append(append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION", handoff.ShimEnv}, handoff.ConnVars...), config.InternalEnv...), handoff.AppVars...)
+	drop := append(append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION", listenpid.Env}, handoff.ConnVars...), config.InternalEnv...), handoff.AppVars...)
 	if w.cfg.RunAs != nil {
 		drop = append(drop, handoff.IdentityVars...)
 	}
@@ -112,8 +113,8 @@ func (w *Worker) startApp(slot int) {
 	path, argv := w.cfg.CommandPath, w.cfg.Command
 	env := append(append([]string{}, s.env...), handoff.AppEnv(s.names, os.Getpid(), slot, s.notify.Addr, s.einhorn.Path)...)
 	if !s.cfg.NoListenPID {
-		path, argv = handoff.ShimArgs(os.Args[0], path, argv)
-		env = append(env, handoff.ShimEnv+"=1")
+		path, argv = listenpid.Args(os.Args[0], path, argv)
+		env = append(env, listenpid.Env+"=1")
 	}
 	var fds []int
 	for _, l := range w.listeners {
@@ -325,7 +326,7 @@ func (w *Worker) appReady(a *app, how string) {
 	a.ready = true
 	s.backoff.Reset()
 	s.demand.startFailures = 0
-	w.log.Info("app ready", "app_pid", a.pid, "copy", a.slot, "by", how, "after", time.Since(a.start).Round(time.Millisecond).String())
+	w.log.Info("app ready", "app_pid", a.pid, "copy", a.slot, "by", how, "after", time.Since(a.start).Round(10*time.Microsecond).String())
 	if w.upgrading() && s.rolling() && a.slot < len(s.apps)-1 {
 		// Rolling: one more new copy is ready, so one old copy may stop;
 		// then the next new copy starts.
