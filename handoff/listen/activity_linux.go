@@ -15,8 +15,9 @@ import (
 // connections waiting in its accept queue. Unlike watching the listening
 // socket for readability, this sees traffic an app has already accepted.
 //
-// It reads /proc/net/tcp, tcp6 and unix (the kernel's own socket tables)
-// for the calling process's network namespace.
+// It asks the kernel through sock_diag netlink, and reads /proc/net/tcp,
+// tcp6 and unix (the same tables as text) where netlink is not allowed;
+// either way for the calling process's network namespace.
 func Activity(fd int) (int, error) {
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -24,13 +25,20 @@ func Activity(fd int) (int, error) {
 	}
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		return tcpActivity(a.Port)
+		return firstOf(diagTCP, tcpActivity, a.Port)
 	case *unix.SockaddrInet6:
-		return tcpActivity(a.Port)
+		return firstOf(diagTCP, tcpActivity, a.Port)
 	case *unix.SockaddrUnix:
-		return unixActivity(a.Name)
+		return firstOf(diagUnix, unixActivity, a.Name)
 	}
 	return 0, fmt.Errorf("activity: unsupported socket %T", sa)
+}
+
+func firstOf[K any](netlink, proc func(K) (int, error), key K) (int, error) {
+	if n, err := netlink(key); err == nil {
+		return n, nil
+	}
+	return proc(key)
 }
 
 // TCP states in /proc/net/tcp that are neither a listener nor a closed

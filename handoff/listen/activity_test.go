@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func fdOf(t *testing.T, l net.Listener) int {
@@ -17,10 +19,38 @@ func fdOf(t *testing.T, l net.Listener) int {
 	return int(f.Fd())
 }
 
-// Activity sees queued connections, accepted ones, and their end.
+// Activity sees queued connections, accepted ones, and their end, through
+// netlink and through /proc alike.
 func TestActivityCountsOpenConnections(t *testing.T) {
+	for name, activity := range map[string]func(int) (int, error){
+		"Activity":  Activity,
+		"sock_diag": func(fd int) (int, error) { return byAddress(fd, diagTCP, diagUnix) },
+		"/proc":     func(fd int) (int, error) { return byAddress(fd, tcpActivity, unixActivity) },
+	} {
+		t.Run(name, func(t *testing.T) { activityCase(t, activity) })
+	}
+}
+
+func byAddress(fd int, tcp func(int) (int, error), unixs func(string) (int, error)) (int, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return tcp(a.Port)
+	case *unix.SockaddrInet6:
+		return tcp(a.Port)
+	case *unix.SockaddrUnix:
+		return unixs(a.Name)
+	}
+	return 0, nil
+}
+
+func activityCase(t *testing.T, Activity func(int) (int, error)) {
 	for _, c := range []struct{ network, addr string }{
 		{"tcp", "127.0.0.1:0"},
+		{"tcp", "[::1]:0"},
 		{"unix", filepath.Join(t.TempDir(), "a.sock")},
 		{"unix", "@sockhold-activity-test"},
 	} {
@@ -52,5 +82,36 @@ func TestActivityCountsOpenConnections(t *testing.T) {
 			t.Fatalf("%s: %d after both ends closed", c.addr, n)
 		}
 		l.Close()
+	}
+}
+
+// BenchmarkActivity compares one idle check through sock_diag with the same
+// through /proc, on a TCP listener with one open connection.
+//
+//	go test -run '^$' -bench Activity ./handoff/listen/
+func BenchmarkActivity(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	for _, m := range []struct {
+		name string
+		f    func(int) (int, error)
+	}{{"sock_diag", diagTCP}, {"proc", tcpActivity}} {
+		b.Run(m.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if n, err := m.f(port); err != nil || n < 1 {
+					b.Fatalf("%d %v", n, err)
+				}
+			}
+		})
 	}
 }

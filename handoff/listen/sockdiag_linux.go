@@ -1,0 +1,161 @@
+package listen
+
+import (
+	"encoding/binary"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// sock_diag (NETLINK_SOCK_DIAG) asks the kernel for its socket tables
+// directly: the kernel filters by state, so an idle check reads a few
+// binary records instead of formatting and parsing every socket of the
+// host as text. golang.org/x/sys/unix has no types for it; the layouts
+// below are linux/inet_diag.h and linux/unix_diag.h.
+
+const (
+	inetDiagReqLen  = 56 // struct inet_diag_req_v2
+	unixDiagReqLen  = 24 // struct unix_diag_req
+	unixDiagMsgLen  = 16 // struct unix_diag_msg
+	udiagShowName   = 0x01
+	udiagShowRQLen  = 0x10
+	unixDiagNameAtt = 0 // UNIX_DIAG_NAME
+	unixDiagRQLen   = 4 // UNIX_DIAG_RQLEN: for a listener, its queue
+
+	tcpEstablished = 1
+	tcpListen      = 10
+	tcpNewSynRecv  = 12
+)
+
+// liveTCPStates is the bitmask of TCP states a connection is open in:
+// ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT,
+// LAST_ACK, CLOSING, and NEW_SYN_RECV (a handshake in progress). Not
+// LISTEN, TIME_WAIT or CLOSE.
+const liveTCPStates = 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 | 1<<8 | 1<<9 | 1<<11 | 1<<tcpNewSynRecv
+
+// diagTCP counts open TCP connections (v4 and v6) whose local port is port.
+func diagTCP(port int) (int, error) {
+	n := 0
+	for _, family := range []byte{unix.AF_INET, unix.AF_INET6} {
+		req := make([]byte, inetDiagReqLen)
+		req[0], req[1] = family, unix.IPPROTO_TCP
+		binary.NativeEndian.PutUint32(req[4:], liveTCPStates)
+		err := sockDiag(req, func(msg []byte) {
+			// struct inet_diag_msg: family, state, timer, retrans, then
+			// the socket id, whose first field is the source port in
+			// network order.
+			if len(msg) >= 6 && int(binary.BigEndian.Uint16(msg[4:6])) == port {
+				n++
+			}
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// diagUnix counts the connections of a unix stream listener bound to name
+// (a path, or "@name" for an abstract one): those accepted, whose server
+// side carries the listener's address, and those in its queue, which the
+// kernel dumps only as the listener's queue length.
+func diagUnix(name string) (int, error) {
+	req := make([]byte, unixDiagReqLen)
+	req[0] = unix.AF_UNIX
+	binary.NativeEndian.PutUint32(req[4:], 1<<tcpEstablished|1<<tcpListen)
+	binary.NativeEndian.PutUint32(req[12:], udiagShowName|udiagShowRQLen)
+	n := 0
+	err := sockDiag(req, func(msg []byte) {
+		if len(msg) < unixDiagMsgLen || msg[1] != unix.SOCK_STREAM {
+			return
+		}
+		got, queued := unixDiagAttrs(msg[unixDiagMsgLen:])
+		switch {
+		case got != name:
+		case msg[2] == tcpListen:
+			n += queued
+		default:
+			n++
+		}
+	})
+	return n, err
+}
+
+// unixDiagAttrs reads UNIX_DIAG_NAME and UNIX_DIAG_RQLEN's read queue
+// among a message's attributes.
+func unixDiagAttrs(attrs []byte) (name string, rqueue int) {
+	for len(attrs) >= 4 {
+		l := int(binary.NativeEndian.Uint16(attrs[0:2]))
+		typ := binary.NativeEndian.Uint16(attrs[2:4])
+		if l < 4 || l > len(attrs) {
+			break
+		}
+		v := attrs[4:l]
+		switch typ {
+		case unixDiagNameAtt:
+			if len(v) > 0 && v[0] == 0 {
+				name = "@" + string(v[1:])
+			} else {
+				for len(v) > 0 && v[len(v)-1] == 0 {
+					v = v[:len(v)-1]
+				}
+				name = string(v)
+			}
+		case unixDiagRQLen:
+			if len(v) >= 4 {
+				rqueue = int(binary.NativeEndian.Uint32(v))
+			}
+		}
+		attrs = attrs[min((l+3)&^3, len(attrs)):]
+	}
+	return name, rqueue
+}
+
+// sockDiag sends one SOCK_DIAG_BY_FAMILY dump request and calls each with
+// the payload of every answer.
+func sockDiag(req []byte, each func([]byte)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
+	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.NativeEndian.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(msg[8:], 1) // sequence
+	copy(msg[unix.NLMSG_HDRLEN:], req)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+						return fmt.Errorf("sock_diag: %w", syscall.Errno(-errno))
+					}
+				}
+				return nil
+			default:
+				each(m.Data)
+			}
+		}
+	}
+}
