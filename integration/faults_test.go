@@ -229,3 +229,42 @@ func TestWorkerStopsWhenHolderDies(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// If the holder dies in serve mode, the worker stops its copies itself
+// (stop-signal, --drain-timeout, SIGKILL) before exiting: an app left
+// running would hold the port with nobody to manage it, and a restarted
+// sockhold could not bind it.
+func TestServeAppsStopWhenHolderDies(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		extra []string
+	}{{"exits on SIGTERM", nil}, {"ignores SIGTERM", []string{"-ignore-term"}}} {
+		t.Run(c.name, func(t *testing.T) {
+			in := start(t, append([]string{"serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--drain-timeout", "1s",
+				"--", appBin, "-dialect", "systemd"}, c.extra...)...)
+			app := in.waitFor(5*time.Second, msgIs("app ready")).int("app_pid")
+			worker := in.workerPID()
+			t.Cleanup(func() { // should the test fail, leave nothing running
+				syscall.Kill(app, syscall.SIGKILL)
+				syscall.Kill(worker, syscall.SIGKILL)
+			})
+			killed := time.Now()
+			in.cmd.Process.Kill()
+			in.waitFor(5*time.Second, msgIs("holder is gone; worker stopping"))
+			for deadline := time.Now().Add(5 * time.Second); processAlive(app) || processAlive(worker); {
+				if time.Now().After(deadline) {
+					t.Fatalf("5 s after the holder died: app alive %v, worker alive %v", processAlive(app), processAlive(worker))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if c.extra != nil && time.Since(killed) < time.Second {
+				t.Fatalf("an app ignoring SIGTERM was gone after %v, before --drain-timeout", time.Since(killed))
+			}
+			l, err := net.Listen("tcp", in.addr(0))
+			if err != nil {
+				t.Fatalf("the port is still held: %v", err)
+			}
+			l.Close()
+		})
+	}
+}

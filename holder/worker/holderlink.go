@@ -19,8 +19,8 @@ func (w *Worker) fromHolder() {
 		}
 		// Without a holder nobody reaps or counts: stop taking work.
 		w.log.Warn("holder is gone; worker stopping", "error", err)
-		w.stopping = true
 		w.poll.del(w.holder)
+		w.holderGone()
 		return
 	}
 	switch m.Type {
