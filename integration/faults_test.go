@@ -244,9 +244,13 @@ func TestServeAppsStopWhenHolderDies(t *testing.T) {
 				"--", appBin, "-dialect", "systemd"}, c.extra...)...)
 			app := in.waitFor(5*time.Second, msgIs("app ready")).int("app_pid")
 			worker := in.workerPID()
-			t.Cleanup(func() { // should the test fail, leave nothing running
-				syscall.Kill(app, syscall.SIGKILL)
-				syscall.Kill(worker, syscall.SIGKILL)
+			t.Cleanup(func() {
+				// Should the test fail, leave nothing running. (Only then:
+				// after a pass these PIDs are gone and may be reused.)
+				if t.Failed() {
+					syscall.Kill(app, syscall.SIGKILL)
+					syscall.Kill(worker, syscall.SIGKILL)
+				}
 			})
 			killed := time.Now()
 			in.cmd.Process.Kill()
