@@ -70,7 +70,7 @@ func diagUnix(name string) (int, error) {
 		if len(msg) < unixDiagMsgLen || msg[1] != unix.SOCK_STREAM {
 			return
 		}
-		got, queued := unixDiagAttrs(msg[unixDiagMsgLen:])
+		got, queued, _ := unixDiagAttrs(msg[unixDiagMsgLen:])
 		switch {
 		case got != name:
 		case msg[2] == tcpListen:
@@ -82,9 +82,25 @@ func diagUnix(name string) (int, error) {
 	return n, err
 }
 
-// unixDiagAttrs reads UNIX_DIAG_NAME and UNIX_DIAG_RQLEN's read queue
-// among a message's attributes.
-func unixDiagAttrs(attrs []byte) (name string, rqueue int) {
+// diagUnixListener reads the queue of the unix listener with this inode.
+func diagUnixListener(ino uint32) (q Queue, found bool, err error) {
+	req := make([]byte, unixDiagReqLen)
+	req[0] = unix.AF_UNIX
+	binary.NativeEndian.PutUint32(req[4:], 1<<tcpListen)
+	binary.NativeEndian.PutUint32(req[12:], udiagShowRQLen)
+	err = sockDiag(req, func(msg []byte) {
+		if len(msg) >= unixDiagMsgLen && binary.NativeEndian.Uint32(msg[4:8]) == ino {
+			_, depth, limit := unixDiagAttrs(msg[unixDiagMsgLen:])
+			q, found = Queue{Depth: uint32(depth), Max: uint32(limit)}, true
+		}
+	})
+	return q, found, err
+}
+
+// unixDiagAttrs reads UNIX_DIAG_NAME and UNIX_DIAG_RQLEN among a message's
+// attributes; for a listener the RQLEN pair is its queue length and its
+// maximum.
+func unixDiagAttrs(attrs []byte) (name string, rqueue, wqueue int) {
 	for len(attrs) >= 4 {
 		l := int(binary.NativeEndian.Uint16(attrs[0:2]))
 		typ := binary.NativeEndian.Uint16(attrs[2:4])
@@ -103,13 +119,14 @@ func unixDiagAttrs(attrs []byte) (name string, rqueue int) {
 				name = string(v)
 			}
 		case unixDiagRQLen:
-			if len(v) >= 4 {
+			if len(v) >= 8 {
 				rqueue = int(binary.NativeEndian.Uint32(v))
+				wqueue = int(binary.NativeEndian.Uint32(v[4:]))
 			}
 		}
 		attrs = attrs[min((l+3)&^3, len(attrs)):]
 	}
-	return name, rqueue
+	return name, rqueue, wqueue
 }
 
 // sockDiag sends one SOCK_DIAG_BY_FAMILY dump request and calls each with

@@ -89,7 +89,7 @@ func (w *Worker) reject(fd int, peer, reason string, attrs ...any) {
 	}
 }
 
-// logQueue reports the accept-queue depth of each TCP listener at debug level
+// logQueue reports the accept-queue depth of each listener at debug level
 // when the worker stops taking connections, so operators can see the queue.
 func (w *Worker) logQueue(why string) {
 	if !w.log.Enabled(context.Background(), slog.LevelDebug) {
