@@ -216,3 +216,50 @@ func TestVersionFlag(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// status reports each listener's accept queue, TCP (TCP_INFO) and unix
+// (sock_diag) alike: with the only slot held, two clients per listener
+// wait in the kernel's queue and status shows them there.
+func TestStatusShowsQueueDepth(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "q.sock")
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--listen", "unix://"+sock, "--processes", "1", "--", handlerBin, "hold")
+	held := dialReady(t, in.addr(0))
+	defer held.Close()
+	for _, addr := range []string{in.addr(0), in.addr(1)} {
+		for i := 0; i < 2; i++ {
+			c, err := net.Dial(network(addr), addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+	}
+	type status struct {
+		Queues []struct {
+			Listener   string
+			Depth, Max uint32
+		}
+	}
+	// The TCP clients' final ACKs may still be on their way: look until
+	// both queues show 2, or give up.
+	var last string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		code, out, errOut := ctl(t, in, "status", "--json")
+		if code != 0 {
+			t.Fatalf("status: %d %s", code, errOut)
+		}
+		last = out
+		var s status
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		both := len(s.Queues) == 2
+		for _, q := range s.Queues {
+			both = both && q.Depth == 2 && q.Max > 0
+		}
+		if both {
+			return
+		}
+	}
+	t.Fatalf("status never showed 2 waiting on each listener:\n%s", last)
+}
