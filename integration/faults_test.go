@@ -282,10 +282,15 @@ func TestServeAppsStopWhenHolderDies(t *testing.T) {
 			if c.extra != nil && time.Since(killed) < time.Second {
 				t.Fatalf("an app ignoring SIGTERM was gone after %v, before --drain-timeout", time.Since(killed))
 			}
-			// The listening socket itself is gone. (Binding the port again
-			// would race other tests for it as an ephemeral port.)
-			if listenerExists(inode) {
-				t.Fatalf("the listening socket (inode %s) is still open", inode)
+			// The listening socket itself goes. (Binding the port again
+			// would race other tests for it as an ephemeral port.) A Go
+			// process's leader shows as a zombie while its other threads,
+			// which share its descriptors, are still exiting: so look
+			// until it is gone.
+			for deadline := time.Now().Add(5 * time.Second); listenerExists(inode); time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the listening socket (inode %s) is still open 5 s after its processes exited", inode)
+				}
 			}
 		})
 	}
