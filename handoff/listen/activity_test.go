@@ -48,39 +48,48 @@ func byAddress(fd int, tcp func(int) (int, error), unixs func(string) (int, erro
 }
 
 func activityCase(t *testing.T, Activity func(int) (int, error)) {
-	for _, c := range []struct{ network, addr string }{
-		{"tcp", "127.0.0.1:0"},
-		{"tcp", "[::1]:0"},
-		{"unix", filepath.Join(t.TempDir(), "a.sock")},
-		{"unix", "@sockhold-activity-test"},
-	} {
-		l, err := net.Listen(c.network, c.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd := fdOf(t, l)
+	eachListener(t, "activity", func(l net.Listener, fd int) {
+		network := l.Addr().Network()
 		if n, err := Activity(fd); err != nil || n != 0 {
-			t.Fatalf("%s idle: %d %v", c.network, n, err)
+			t.Fatalf("%s idle: %d %v", network, n, err)
 		}
-		queued, err := net.Dial(c.network, l.Addr().String())
+		queued, err := net.Dial(network, l.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n, _ := Activity(fd); n < 1 {
-			t.Fatalf("%s: a queued connection not seen (%d)", c.addr, n)
+			t.Fatalf("%s: a queued connection not seen (%d)", l.Addr(), n)
 		}
 		accepted, err := l.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n, _ := Activity(fd); n < 1 {
-			t.Fatalf("%s: an accepted, open connection not seen (%d)", c.addr, n)
+			t.Fatalf("%s: an accepted, open connection not seen (%d)", l.Addr(), n)
 		}
 		queued.Close()
 		accepted.Close()
 		if n, _ := Activity(fd); n != 0 {
-			t.Fatalf("%s: %d after both ends closed", c.addr, n)
+			t.Fatalf("%s: %d after both ends closed", l.Addr(), n)
 		}
+	})
+}
+
+// eachListener runs f on a fresh listener of each kind: TCP on 127.0.0.1
+// and ::1, a unix socket at a path and an abstract one (named after tag).
+func eachListener(t *testing.T, tag string, f func(l net.Listener, fd int)) {
+	t.Helper()
+	for _, c := range []struct{ network, addr string }{
+		{"tcp", "127.0.0.1:0"},
+		{"tcp", "[::1]:0"},
+		{"unix", filepath.Join(t.TempDir(), tag+".sock")},
+		{"unix", "@sockhold-" + tag + "-test"},
+	} {
+		l, err := net.Listen(c.network, c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(l, fdOf(t, l))
 		l.Close()
 	}
 }

@@ -2,7 +2,6 @@ package listen
 
 import (
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -10,22 +9,13 @@ import (
 // ReadQueue reports the accept queue's depth and maximum for TCP listeners
 // (TCP_INFO) and unix ones (sock_diag), path and abstract alike.
 func TestReadQueue(t *testing.T) {
-	for _, c := range []struct{ network, addr string }{
-		{"tcp", "127.0.0.1:0"},
-		{"unix", filepath.Join(t.TempDir(), "q.sock")},
-		{"unix", "@sockhold-queue-test"},
-	} {
-		l, err := net.Listen(c.network, c.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd := fdOf(t, l)
+	eachListener(t, "queue", func(l net.Listener, fd int) {
 		q, err := ReadQueue(fd)
 		if err != nil || q.Depth != 0 || q.Max == 0 {
-			t.Fatalf("%s idle: %+v %v", c.addr, q, err)
+			t.Fatalf("%s idle: %+v %v", l.Addr(), q, err)
 		}
 		for i := 0; i < 2; i++ {
-			conn, err := net.Dial(c.network, l.Addr().String())
+			conn, err := net.Dial(l.Addr().Network(), l.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,9 +29,8 @@ func TestReadQueue(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s with two queued: %+v %v", c.addr, q, err)
+				t.Fatalf("%s with two queued: %+v %v", l.Addr(), q, err)
 			}
 		}
-		l.Close()
-	}
+	})
 }
