@@ -26,7 +26,6 @@ func BenchmarkServeRestart(b *testing.B) {
 	l := startLoad(b, in.addr(0), 8, appReply("v"))
 	l.waitServed(b, 200, 10*time.Second)
 	time.Sleep(300 * time.Millisecond) // steady load before the first restart
-	type window struct{ from, to time.Time }
 	var windows []window
 	var overhead, total []time.Duration
 	for i := 0; i < 20; i++ {
@@ -46,32 +45,14 @@ func BenchmarkServeRestart(b *testing.B) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	_, errs := l.finish()
-	var during, steady []time.Duration
-	for _, s := range l.lat {
-		d := s.end.Sub(s.start)
-		overlaps := false
-		for _, w := range windows {
-			if s.start.Before(w.to) && s.end.After(w.from) {
-				overlaps = true
-				break
-			}
-		}
-		if overlaps {
-			during = append(during, d)
-		} else {
-			steady = append(steady, d)
-		}
-	}
+	during, steady := splitByWindows(l.lat, windows)
 	sort.Slice(total, func(i, j int) bool { return total[i] < total[j] })
 	sort.Slice(overhead, func(i, j int) bool { return overhead[i] < overhead[j] })
 	fmt.Printf("\nserve restarts under load: 20 restarts, 8 closed-loop clients, %d requests, %d failed\n", len(l.lat), len(errs))
 	fmt.Printf("restart (request -> new copy serving): median %v, max %v\n", total[10].Round(time.Microsecond), total[19].Round(time.Microsecond))
 	fmt.Printf("sockhold's share (restart minus the app's own start-up to READY=1): median %v, max %v\n",
 		overhead[10].Round(time.Microsecond), overhead[19].Round(time.Microsecond))
-	fmt.Printf("%-22s %8s %10s %10s %10s\n", "requests", "count", "p50", "p99", "max")
-	fmt.Printf("%-22s %8d %10v %10v %10v\n", "steady", len(steady), pct(steady, 50), pct(steady, 99), pct(steady, 100))
-	fmt.Printf("%-22s %8d %10v %10v %10v\n", "overlapping a restart", len(during), pct(during, 50), pct(during, 99), pct(during, 100))
-	fmt.Printf("ratio overlapping/steady: p50 %.2f, p99 %.2f\n", ratio(pct(during, 50), pct(steady, 50)), ratio(pct(during, 99), pct(steady, 99)))
+	printDuringVsSteady("requests", "a restart", during, steady)
 	if len(errs) > 0 {
 		b.Errorf("%d requests failed: %v", len(errs), errs[:min(3, len(errs))])
 	}

@@ -85,7 +85,6 @@ func BenchmarkUpgradeBlackout(b *testing.B) {
 	}
 	time.Sleep(500 * time.Millisecond) // warm-up: steady load before the first upgrade
 	const upgrades = 20
-	type window struct{ from, to time.Time }
 	var windows []window
 	var blackouts []time.Duration
 	for i := 1; i <= upgrades; i++ {
@@ -113,29 +112,16 @@ func BenchmarkUpgradeBlackout(b *testing.B) {
 	close(stop)
 	wg.Wait()
 
-	var during, steady []time.Duration
-	for _, c := range conns {
-		overlaps := false
-		for _, w := range windows {
-			if c.start.Before(w.to) && c.end.After(w.from) {
-				overlaps = true
-				break
-			}
-		}
-		if overlaps {
-			during = append(during, c.end.Sub(c.start))
-		} else {
-			steady = append(steady, c.end.Sub(c.start))
-		}
+	samples := make([]sample, len(conns))
+	for i, c := range conns {
+		samples[i] = sample{c.start, c.end}
 	}
+	during, steady := splitByWindows(samples, windows)
 	sort.Slice(blackouts, func(i, j int) bool { return blackouts[i] < blackouts[j] })
 	fmt.Printf("\nupgrades under load: %d SIGHUPs, 8 closed-loop clients, %d connections, %d failed\n", upgrades, len(conns), failures)
 	fmt.Printf("SIGHUP -> first reply from the new generation: median %v, max %v\n",
 		blackouts[len(blackouts)/2].Round(time.Microsecond), blackouts[len(blackouts)-1].Round(time.Microsecond))
-	fmt.Printf("%-22s %8s %10s %10s %10s\n", "connections", "count", "p50", "p99", "max")
-	fmt.Printf("%-22s %8d %10v %10v %10v\n", "steady", len(steady), pct(steady, 50), pct(steady, 99), pct(steady, 100))
-	fmt.Printf("%-22s %8d %10v %10v %10v\n", "overlapping an upgrade", len(during), pct(during, 50), pct(during, 99), pct(during, 100))
-	fmt.Printf("ratio overlapping/steady: p50 %.2f, p99 %.2f\n", ratio(pct(during, 50), pct(steady, 50)), ratio(pct(during, 99), pct(steady, 99)))
+	printDuringVsSteady("connections", "an upgrade", during, steady)
 	if failures > 0 {
 		b.Errorf("%d connections failed", failures)
 	}

@@ -105,35 +105,37 @@ func oneRequest(addr string) (string, error) {
 	return string(b), nil
 }
 
-// waitSeen blocks until a reply equal to want has been seen n more times
-// than before the call.
+// waitSeen blocks until a reply equal to want has been seen at least once.
 func (l *load) waitSeen(t *testing.T, want string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wake := time.AfterFunc(timeout, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })
-	defer wake.Stop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for l.seen[want] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("reply %q not seen within %v (seen %v, errors %v)", want, timeout, l.seen, l.errs)
-		}
-		l.cond.Wait()
-	}
+	l.waitUntil(t, timeout, func() bool { return l.seen[want] > 0 }, func() string {
+		return fmt.Sprintf("reply %q not seen within %v (seen %v, errors %v)", want, timeout, l.seen, l.errs)
+	})
 }
 
 // waitServed blocks until n more requests have been served.
 func (l *load) waitServed(t testing.TB, n int, timeout time.Duration) {
 	t.Helper()
+	l.mu.Lock()
+	target := l.served + n
+	l.mu.Unlock()
+	l.waitUntil(t, timeout, func() bool { return l.served >= target }, func() string {
+		return fmt.Sprintf("load stalled: %d of %d more served within %v; errors %v", l.served-target+n, n, timeout, l.errs)
+	})
+}
+
+// waitUntil blocks, woken by each reply, until done holds (called with
+// l.mu held) or timeout passes, when it fails the test with failure().
+func (l *load) waitUntil(t testing.TB, timeout time.Duration, done func() bool, failure func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	wake := time.AfterFunc(timeout, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })
 	defer wake.Stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	target := l.served + n
-	for l.served < target {
+	for !done() {
 		if time.Now().After(deadline) {
-			t.Fatalf("load stalled: %d of %d more served within %v; errors %v", l.served-target+n, n, timeout, l.errs)
+			t.Fatal(failure())
 		}
 		l.cond.Wait()
 	}

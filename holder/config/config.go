@@ -93,6 +93,22 @@ func usage(format string, a ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, a...)...)
 }
 
+// addListen parses --listen URIs after any listeners already set (from
+// PORT); with none at all, the sockets a service manager passed in serve.
+func (c *Config) addListen(raws []string, inherited []listen.Spec) error {
+	for _, raw := range raws {
+		sp, err := listen.Parse(raw)
+		if err != nil {
+			return usage("%v", err)
+		}
+		c.Listen = append(c.Listen, sp)
+	}
+	if len(c.Listen) == 0 {
+		c.Listen = inherited
+	}
+	return nil
+}
+
 // FromSpawn validates spawn-mode options. inheritedSpecs are sockets passed
 // in by a service manager, used when no PORT or --listen names a socket.
 func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
@@ -138,15 +154,8 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 	} else if o.Address != "" || o.IPv4 || o.IPv6 {
 		return nil, usage("--address, --ipv4 and --ipv6 go with PORT; with --listen put the address in the URI")
 	}
-	for _, raw := range o.Listen {
-		s, err := listen.Parse(raw)
-		if err != nil {
-			return nil, usage("%v", err)
-		}
-		c.Listen = append(c.Listen, s)
-	}
-	if len(c.Listen) == 0 {
-		c.Listen = inheritedSpecs
+	if err := c.addListen(o.Listen, inheritedSpecs); err != nil {
+		return nil, err
 	}
 	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
 		"give PORT, --listen URI", "handler", "sockhold 873 -- rsync --daemon"); err != nil {

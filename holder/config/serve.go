@@ -126,15 +126,8 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 	}
 	c.StopTimeout = o.DrainTimeout
 	c.Serve = &s
-	for _, raw := range o.Listen {
-		sp, err := listen.Parse(raw)
-		if err != nil {
-			return nil, usage("%v", err)
-		}
-		c.Listen = append(c.Listen, sp)
-	}
-	if len(c.Listen) == 0 {
-		c.Listen = inheritedSpecs
+	if err := c.addListen(o.Listen, inheritedSpecs); err != nil {
+		return nil, err
 	}
 	if len(o.FDNames) > len(c.Listen) {
 		return nil, usage("%d --fd-name for %d listeners", len(o.FDNames), len(c.Listen))
