@@ -139,19 +139,7 @@ func TestOnDemandConnectionWhileStopping(t *testing.T) {
 	in.waitFor(5*time.Second, msgIs("idle: stopping the app"))
 	// Once the old copy says it has closed its listeners (it then drains
 	// for a second before exiting), connect.
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		closed := false
-		for _, e := range readEvents(t, events) {
-			closed = closed || (e.what == "closed" && e.pid == first)
-		}
-		if closed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stopping copy never closed its listeners")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAppEvent(t, events, first, "closed", 5*time.Second)
 	second := replyPID(t, mustRoundTrip(t, in.addr(0), ""))
 	if second == first {
 		t.Fatalf("answered by the stopping copy %d", first)
