@@ -2,7 +2,9 @@ package integration
 
 import (
 	"bufio"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,16 +24,24 @@ func replyPID(t *testing.T, reply string) int {
 }
 
 // No copy runs at start; the first connection starts the app, waits in the
-// backlog meanwhile, and is answered by it.
+// backlog meanwhile, and is answered by it. Over TCP and an abstract unix
+// socket, which has no file for a stale-socket check to look at.
 func TestOnDemandStartsOnFirstConnection(t *testing.T) {
-	in := start(t, "serve", "--on-demand", "--idle-stop", "3s", "--listen", "tcp://127.0.0.1:0", "--ready", "notify",
-		"--", appBin, "-dialect", "systemd")
-	if n := in.count(msgIs("app started")); n != 0 {
-		t.Fatalf("%d copies started before any connection", n)
-	}
-	pid := replyPID(t, mustRoundTrip(t, in.addr(0), ""))
-	if r := in.waitFor(5*time.Second, msgIs("app started")); r.int("app_pid") != pid {
-		t.Fatalf("answered by %d, started %v", pid, r)
+	for _, c := range []struct{ name, listen string }{
+		{"tcp", "tcp://127.0.0.1:0"},
+		{"abstract", fmt.Sprintf("unix:@sockhold-od-%d", os.Getpid())},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := start(t, "serve", "--on-demand", "--idle-stop", "3s", "--listen", c.listen, "--ready", "notify",
+				"--", appBin, "-dialect", "systemd")
+			if n := in.count(msgIs("app started")); n != 0 {
+				t.Fatalf("%d copies started before any connection", n)
+			}
+			pid := replyPID(t, mustRoundTrip(t, in.addr(0), ""))
+			if r := in.waitFor(5*time.Second, msgIs("app started")); r.int("app_pid") != pid {
+				t.Fatalf("answered by %d, started %v", pid, r)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -96,7 +97,9 @@ func TestUnixRegularFileRefusedAndKept(t *testing.T) {
 
 // An abstract socket needs no file at all.
 func TestUnixAbstractSocket(t *testing.T) {
-	name := "@sockhold-test-" + filepath.Base(t.TempDir())
+	// The abstract namespace is per network namespace, not per directory:
+	// the PID keeps two test runs on one machine apart.
+	name := fmt.Sprintf("@sockhold-test-%d-%s", os.Getpid(), filepath.Base(t.TempDir()))
 	in := start(t, "--listen", "unix:"+name, "--", handlerBin, "echo", "abstract")
 	if got := mustRoundTrip(t, in.addr(0), ""); got != "abstract\n" {
 		t.Fatalf("read %q", got)

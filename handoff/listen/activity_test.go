@@ -1,6 +1,7 @@
 package listen
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,7 +84,7 @@ func eachListener(t *testing.T, tag string, f func(l net.Listener, fd int)) {
 		{"tcp", "127.0.0.1:0"},
 		{"tcp", "[::1]:0"},
 		{"unix", filepath.Join(t.TempDir(), tag+".sock")},
-		{"unix", "@sockhold-" + tag + "-test"},
+		{"unix", fmt.Sprintf("@sockhold-%s-%d", tag, os.Getpid())}, // per run: the namespace is shared
 	} {
 		l, err := net.Listen(c.network, c.addr)
 		if err != nil {
