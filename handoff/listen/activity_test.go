@@ -95,33 +95,65 @@ func eachListener(t *testing.T, tag string, f func(l net.Listener, fd int)) {
 	}
 }
 
+// Only connections on the listener's own port count, whatever else the
+// host has open: the kernel's port filter, not just the state filter.
+func TestActivityCountsOnlyItsOwnPort(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "[::1]"} {
+		mine := listenWith(t, host, 1)
+		other := listenWith(t, host, 3)
+		for name, f := range map[string]func(int) (int, error){"sock_diag": diagTCP, "/proc": tcpActivity} {
+			if n, err := f(mine); err != nil || n != 1 {
+				t.Errorf("%s %s: %d %v with 1 connection on port %d and 3 on %d, want 1", host, name, n, err, mine, other)
+			}
+			if n, err := f(other); err != nil || n != 3 {
+				t.Errorf("%s %s: %d %v on the port with 3 connections", host, name, n, err)
+			}
+		}
+	}
+}
+
+// listenWith listens on host with conns connections open to it (accepted or
+// not, it makes no difference) and returns its port.
+func listenWith(tb testing.TB, host string, conns int) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { c.Close() })
+	}
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // BenchmarkActivity compares one idle check through sock_diag with the same
-// through /proc, on a TCP listener with one open connection.
+// through /proc, for a TCP listener with one open connection, on a quiet
+// host and on one with 1000 connections open elsewhere.
 //
 //	go test -run '^$' -bench Activity ./handoff/listen/
 func BenchmarkActivity(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	port := l.Addr().(*net.TCPAddr).Port
-	for _, m := range []struct {
-		name string
-		f    func(int) (int, error)
-	}{{"sock_diag", diagTCP}, {"proc", tcpActivity}} {
-		b.Run(m.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if n, err := m.f(port); err != nil || n < 1 {
-					b.Fatalf("%d %v", n, err)
+	for _, elsewhere := range []int{0, 1000} {
+		port := listenWith(b, "127.0.0.1", 1)
+		if elsewhere > 0 {
+			listenWith(b, "127.0.0.1", elsewhere)
+		}
+		for _, m := range []struct {
+			name string
+			f    func(int) (int, error)
+		}{{"sock_diag", diagTCP}, {"proc", tcpActivity}} {
+			b.Run(fmt.Sprintf("%s/elsewhere=%d", m.name, elsewhere), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if n, err := m.f(port); err != nil || n != 1 {
+						b.Fatalf("%d %v", n, err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }

@@ -35,25 +35,53 @@ const (
 const liveTCPStates = 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 | 1<<8 | 1<<9 | 1<<11 | 1<<tcpNewSynRecv
 
 // diagTCP counts open TCP connections (v4 and v6) whose local port is port.
+// The kernel filters by port as well as by state, so a host with many
+// connections elsewhere (a busy mirror beside an idle on-demand service)
+// costs this look little more than an idle one.
 func diagTCP(port int) (int, error) {
 	n := 0
 	for _, family := range []byte{unix.AF_INET, unix.AF_INET6} {
-		req := make([]byte, inetDiagReqLen)
-		req[0], req[1] = family, unix.IPPROTO_TCP
-		binary.NativeEndian.PutUint32(req[4:], liveTCPStates)
-		err := sockDiag(req, func(msg []byte) {
-			// struct inet_diag_msg: family, state, timer, retrans, then
-			// the socket id, whose first field is the source port in
-			// network order.
-			if len(msg) >= 6 && int(binary.BigEndian.Uint16(msg[4:6])) == port {
-				n++
-			}
-		})
+		err := sockDiag(tcpDiagRequest(family, port), func(msg []byte) { n++ })
 		if err != nil {
 			return 0, err
 		}
 	}
 	return n, nil
+}
+
+// inet_diag bytecode (linux/inet_diag.h): each op is {code, yes, no}, and
+// a comparison is followed by a second op whose no field holds the port
+// (host order). The kernel jumps yes or no bytes on; landing exactly at
+// the end accepts the socket, jumping past it rejects.
+const (
+	inetDiagReqBytecode = 1 // INET_DIAG_REQ_BYTECODE
+	inetDiagBcSGE       = 2 // INET_DIAG_BC_S_GE: source port >=
+	inetDiagBcSLE       = 3 // INET_DIAG_BC_S_LE: source port <=
+	bcOpLen             = 4
+)
+
+// tcpDiagRequest asks for the live TCP sockets of one family whose source
+// port is port: sport >= port && sport <= port, the pair every kernel with
+// sock_diag understands (INET_DIAG_BC_S_EQ came later, in 4.16).
+func tcpDiagRequest(family byte, port int) []byte {
+	bc := make([]byte, 4*bcOpLen)
+	op := func(at int, code byte, yes byte, no uint16) {
+		bc[at], bc[at+1] = code, yes
+		binary.NativeEndian.PutUint16(bc[at+2:], no)
+	}
+	op(0, inetDiagBcSGE, 2*bcOpLen, 4*bcOpLen+bcOpLen) // no: past the end
+	op(4, 0, 0, uint16(port))
+	op(8, inetDiagBcSLE, 2*bcOpLen, 2*bcOpLen+bcOpLen) // yes: exactly the end
+	op(12, 0, 0, uint16(port))
+
+	req := make([]byte, inetDiagReqLen+unix.SizeofRtAttr+len(bc))
+	req[0], req[1] = family, unix.IPPROTO_TCP
+	binary.NativeEndian.PutUint32(req[4:], liveTCPStates)
+	attr := req[inetDiagReqLen:]
+	binary.NativeEndian.PutUint16(attr[0:], uint16(unix.SizeofRtAttr+len(bc)))
+	binary.NativeEndian.PutUint16(attr[2:], inetDiagReqBytecode)
+	copy(attr[unix.SizeofRtAttr:], bc)
+	return req
 }
 
 // diagUnix counts the connections of a unix stream listener bound to name
