@@ -59,6 +59,18 @@ func waitAppEvent(t *testing.T, path string, pid int, what string, timeout time.
 	}
 }
 
+// restartUnderLoad restarts n times with `upgrade --wait`, each a success,
+// and waits for the load to be served 20 more times after each.
+func restartUnderLoad(t *testing.T, in *instance, l *load, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+			t.Fatalf("restart %d: %d %q %q", i+1, code, out, errOut)
+		}
+		l.waitServed(t, 20, 10*time.Second)
+	}
+}
+
 // appReply checks an answer of the test app: "TAG PID\n".
 func appReply(tag string) func(string) error {
 	return func(reply string) error {
@@ -143,12 +155,7 @@ func TestServeTwentyRestartsUnderLoad(t *testing.T) {
 		"--", appBin, "-dialect", "systemd", "-tag", "v", "-events", events)
 	l := startLoad(t, in.addr(0), 8, appReply("v"))
 	l.waitServed(t, 50, 10*time.Second)
-	for i := 0; i < 20; i++ {
-		if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
-			t.Fatalf("restart %d: %d %q %q", i+1, code, out, errOut)
-		}
-		l.waitServed(t, 20, 10*time.Second)
-	}
+	restartUnderLoad(t, in, l, 20)
 	served, errs := l.finish()
 	t.Logf("%d requests across 20 restarts", served)
 	if len(errs) > 0 {
@@ -325,12 +332,7 @@ func TestServeCopiesStayReadyThroughRestarts(t *testing.T) {
 				"--", appBin, "-dialect", "systemd", "-events", events, "-ready-delay", "30ms")
 			l := startLoad(t, in.addr(0), 4, appReply("app"))
 			l.waitServed(t, 20, 10*time.Second)
-			for i := 0; i < 3; i++ {
-				if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
-					t.Fatalf("restart %d: %d %q %q", i+1, code, out, errOut)
-				}
-				l.waitServed(t, 20, 10*time.Second)
-			}
+			restartUnderLoad(t, in, l, 3)
 			if _, errs := l.finish(); len(errs) > 0 {
 				t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
 			}
