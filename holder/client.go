@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
 )
@@ -56,7 +58,11 @@ func Client(verb string, o ClientOptions) int {
 	case verb == "status":
 		printStatus(rep.Status)
 	case verb == "upgrade" && rep.Message == "upgraded":
-		fmt.Printf("upgraded: generation %d, version %s, in %.1f ms\n", rep.Generation, rep.Version, rep.TookMS)
+		holder := "holder unchanged"
+		if rep.HolderReplaced {
+			holder = fmt.Sprintf("holder replaced in %.1f ms", rep.HolderMS)
+		}
+		fmt.Printf("upgraded: generation %d, version %s, in %.1f ms (%s)\n", rep.Generation, rep.Version, rep.TookMS, holder)
 	default:
 		fmt.Println(rep.Message)
 	}
@@ -70,6 +76,13 @@ func ask(path string, req ControlRequest, deadline time.Duration) (controlReply,
 		return rep, err
 	}
 	defer c.Close()
+	// Whoever listens on the path answers: only a holder of this user (or
+	// root) is believed.
+	if uid, err := peerUID(c.(*net.UnixConn)); err != nil {
+		return rep, err
+	} else if uid != 0 && uid != os.Geteuid() {
+		return rep, fmt.Errorf("the control socket is served by uid %d, not by sockhold's user: not trusting its answer", uid)
+	}
 	c.SetDeadline(time.Now().Add(deadline))
 	b, _ := json.Marshal(req)
 	_, werr := c.Write(append(b, '\n'))
@@ -119,30 +132,20 @@ func findControl(o ClientOptions) (string, error) {
 	return "", fmt.Errorf("several sockhold instances (%s); give --control PATH or the PORT", strings.Join(found, ", "))
 }
 
-func printStatus(s *Status) {
-	if s == nil {
-		return
+func peerUID(c *net.UnixConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
 	}
-	fmt.Printf("holder      pid %d, %s (version %s), up %s\n", s.HolderPID, s.Binary, s.Version, s.Uptime)
-	fmt.Printf("worker      pid %d, generation %d, version %s, serving %v, upgrading %v\n",
-		s.WorkerPID, s.Generation, s.WorkerVersion, s.Serving, s.Upgrading)
-	limit := "unlimited"
-	if s.SlotsLimit > 0 {
-		limit = fmt.Sprint(s.SlotsLimit)
-	}
-	fmt.Printf("handlers    %d of %s slots used", s.SlotsUsed, limit)
-	gens := make([]int, 0, len(s.HandlersByGen))
-	for g := range s.HandlersByGen {
-		gens = append(gens, g)
-	}
-	sort.Ints(gens)
-	for _, g := range gens {
-		fmt.Printf("; gen %d: %d", g, s.HandlersByGen[g])
-	}
-	fmt.Println()
-	for _, q := range s.Queues {
-		fmt.Printf("queue       %s: %d waiting (max %d)\n", q.Listener, q.Depth, q.Max)
-	}
-	fmt.Printf("counters    accepted %d, rejected %d, spawn failures %d, upgrades ok %d, failed %d\n",
-		s.Accepted, s.Rejected, s.SpawnFailures, s.UpgradesOK, s.UpgradesFailed)
+	uid := -1
+	var credErr error
+	rc.Control(func(fd uintptr) {
+		cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			credErr = err
+			return
+		}
+		uid = int(cred.Uid)
+	})
+	return uid, credErr
 }

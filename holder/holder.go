@@ -1,229 +1,246 @@
-// Package holder is sockhold's long-lived parent process. It opens the
-// listening sockets once and keeps them open until sockhold stops, becomes
-// child subreaper, and runs the worker (a re-execution of its own binary)
-// that accepts and spawns. It replaces the worker on request (upgrade) or
-// when it dies, reaps the handlers a worker leaves behind and hands their
-// pidfds to the next worker, which counts them against --processes. Clients
-// meanwhile wait in the listen backlog; nobody is refused.
+// Package holder is sockhold's long-lived parent process, the shell around
+// the lifecycle core (holder/core). It opens the listening sockets once and
+// keeps them open until sockhold stops, becomes child subreaper, and runs
+// the worker (a re-execution of its own binary) that accepts and spawns.
+//
+// Everything the holder watches goes through one epoll loop: the
+// rendezvous workers dial, their links, their pidfds, the control socket
+// and its clients, captured app output, signals and timers. Each kernel
+// notification becomes a core event; each core action becomes a system call
+// on a handle. Because nothing lives in a goroutine's stack, the whole state
+// can be written down and handed to a new holder binary that the holder
+// execs in place (same PID) during an upgrade.
 package holder
 
 import (
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
+	"runtime/debug"
 	"time"
 
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/core"
+	"github.com/sockhold/sockhold/holder/evloop"
 	"github.com/sockhold/sockhold/holder/link"
-	"github.com/sockhold/sockhold/throttle"
 )
 
-// Holder is the state of the long-lived parent. All of it is owned by the
-// goroutine running Run; other goroutines only send events.
+// Holder is the shell's state. All of it is owned by the goroutine running
+// Run; the signal goroutine only queues signals and wakes the loop.
 type Holder struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	exe     string
+	exe     string // the path sockhold was started as; upgrades read it
 	version string
-	sockets []*listen.Socket
-	started time.Time
+	started time.Time // wall clock, for status
+	core    *core.Core
 
-	rendezvous     int    // workers dial this
-	rendezvousName string // abstract socket name given to workers
-	control        *controlServer
-	notify         *notifier
+	sockets           []*listen.Socket
+	control           *controlServer
+	rendezvous        int
+	rendezvousName    string
+	rendezvousOff     time.Time // accepting paused until (accept failed)
+	rendezvousBackoff time.Duration
+	reportsDue        time.Time // reports wait to be read in a batch until
+	notify            *notifier
 
-	gen     int
-	current *workerProc         // the serving (or starting) worker
-	workers map[int]*workerProc // every worker process alive, by PID
-	orphans map[int]*orphan     // handlers whose worker has gone
+	poll  *evloop.Poller
+	timer *evloop.Timer
+	wake  *evloop.Waker
+	sigs  *signalQueue
 
-	restartBackoff *throttle.Backoff
-	restartPending bool
+	roles    map[int]fdRole // every watched descriptor and what it is
+	recvBuf  *link.RecvBuffer
+	workers  map[int]*workerHandle
+	pending  map[int]link.Peer // rendezvous callers awaiting the core's word
+	procs    map[int]*procHandle
+	byPID    map[int][]int // proc IDs by PID, for reaping
+	relays   map[int]*relay
+	timers   map[core.Timer]time.Time
+	timerAt  time.Time // what the timerfd is set to
+	nextID   int
+	selfExe  fileID // the binary this holder runs
+	lastGood int    // a descriptor of the binary crashed workers restart from
+	check    *checkRun
+	refusals refusalLog
 
-	upgrade       *upgradeRun // nil when none is in progress
-	upgradeQueued bool        // a SIGHUP arrived during an upgrade
-	upgradeSeq    int         // numbers upgrades, so a stale timeout is ignored
-	statusWaiters []*controlRequest
-	statusSeq     int // numbers status asks, likewise
-	totals        totals
-
-	events     chan event
-	stopping   bool
-	phase      stopPhase
+	queue      []core.Event // events waiting for the core
+	feeding    bool
+	execWanted bool // re-execute the checked binary at the end of this turn
+	tidyMemory bool // a worker ended: give back what its handover used
 	done       bool
-	exitStatus int // serve mode: reflects how the app ended on stop
+	exitStatus int
 }
 
-// orphan is a handler whose worker has gone; the holder is now its parent.
-type orphan struct {
-	pid   int
-	pidfd int
-	gen   int
-	start time.Time
+// fdRole says what a watched descriptor is.
+type fdRole struct {
+	kind fdKind
+	id   int
 }
 
-// totals are counters of workers that have ended.
-type totals struct {
-	accepted, rejected, spawnFailures int
-	upgradesOK, upgradesFailed        int
-}
-
-type eventKind int
+type fdKind int
 
 const (
-	evLinkUp eventKind = iota + 1
-	evLinkMsg
-	evLinkDown
-	evRestart
-	evStopTimer
-	evKillWorker
-	evUpgradeTimeout
-	evControl
-	evStatusTimeout
-	evServeDeadline
-	evDrainKill
+	fdRendezvous  fdKind = iota + 1
+	fdLink               // a worker's link (id: worker)
+	fdReports            // a worker's reports (id: worker), read in batches
+	fdWorkerExit         // a worker's pidfd (id: worker)
+	fdControl            // the control socket
+	fdControlConn        // one control client (id: connection)
+	fdRelay              // captured app output (id: the pipe's fd)
+	fdCheckOut           // the new binary's check-mode output
+	fdCheckExit          // the check process's pidfd
+	fdTimer
+	fdWake
 )
 
-type event struct {
-	kind  eventKind
-	pid   int
-	fd    int
-	uid   int
-	msg   linkMsg
-	phase stopPhase
-	ctl   *controlRequest
-	seq   int
+// workerHandle is the shell's side of a worker: its pidfd and its link.
+type workerHandle struct {
+	id, pid    int
+	pidfd      int
+	conn       *link.Conn // nil until linked
+	reports    *link.Conn // the worker's reports of what it started and reaped
+	linkEOF    bool       // the link is dead: no longer watched
+	linkDownAt time.Time  // closed: tell the core if it still runs by then
 }
 
-// New prepares a holder for already opened sockets; exe is the absolute
-// path of sockhold's binary, re-executed for every worker.
-func New(cfg *config.Config, log *slog.Logger, exe, version string, sockets []*listen.Socket) *Holder {
-	return &Holder{
-		cfg:            cfg,
-		log:            log,
-		exe:            exe,
-		version:        version,
-		sockets:        sockets,
-		started:        time.Now(),
-		workers:        map[int]*workerProc{},
-		orphans:        map[int]*orphan{},
-		restartBackoff: throttle.NewBackoff(50*time.Millisecond, 30*time.Second),
-		events:         make(chan event, 64),
-		rendezvous:     -1,
+// procHandle is a handler or app some worker reported, by its pidfd.
+type procHandle struct {
+	id, pid, pidfd int
+}
+
+func (h *Holder) newID() int { h.nextID++; return h.nextID }
+
+func (h *Holder) watch(fd int, kind fdKind, id int) error {
+	if err := h.poll.Add(fd); err != nil {
+		return err
+	}
+	h.roles[fd] = fdRole{kind, id}
+	return nil
+}
+
+func (h *Holder) unwatch(fd int) {
+	if _, ok := h.roles[fd]; ok {
+		h.poll.Del(fd)
+		delete(h.roles, fd)
 	}
 }
 
-// Run serves until stopped and returns the exit status.
-func (h *Holder) Run() int {
-	if err := becomeSubreaper(); err != nil {
-		h.log.Error("cannot become child subreaper", "error", err)
-		return 1
+// feed hands events to the core in order and carries out its actions. An
+// action that produces an event (a spawn, say) queues it behind the rest.
+func (h *Holder) feed(ev core.Event) {
+	h.queue = append(h.queue, ev)
+	if h.feeding {
+		return
 	}
-	if err := h.openRendezvous(); err != nil {
-		h.log.Error("cannot open the worker rendezvous", "error", err)
-		return 1
-	}
-	sigc := make(chan os.Signal, 32)
-	signal.Notify(sigc, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	if h.cfg.Serve != nil {
-		for _, s := range h.cfg.Serve.Forward {
-			signal.Notify(sigc, syscall.Signal(s))
+	h.feeding = true
+	for len(h.queue) > 0 {
+		ev := h.queue[0]
+		h.queue = h.queue[1:]
+		for _, a := range h.core.Handle(time.Now(), ev) {
+			h.do(a)
 		}
 	}
-	defer signal.Stop(sigc)
-	h.notify = newNotifier(h.log)
-	h.log.Info("holder started", "pid", os.Getpid(), "binary", h.exe, "version", h.version, "control", h.control.path)
-	h.spawnWorker()
+	h.queue = nil
+	h.feeding = false
+}
+
+// Run serves until stopped and returns the exit status. first is the
+// event that begins the run: Started, or Resumed after a re-execution.
+func (h *Holder) run(first core.Event, pendingSignals []int) int {
+	h.feed(first)
+	h.reapChildren() // anything that ended while this process started
+	for _, s := range pendingSignals {
+		h.onSignal(sigOf(s))
+	}
 	for !h.done {
-		select {
-		case s := <-sigc:
-			h.onSignal(s.(syscall.Signal))
-		case ev := <-h.events:
-			h.onEvent(ev)
+		h.armTimer()
+		ready, err := h.poll.Wait()
+		if err != nil {
+			h.log.Error("epoll", "error", err)
+			return 1
+		}
+		for _, r := range ready {
+			if h.done {
+				break
+			}
+			h.dispatch(r)
+		}
+		h.flushLinks()
+		if h.tidyMemory {
+			// A worker's end (a crash, an upgrade) is rare and costs
+			// garbage; returned at once, resident memory stays where it
+			// was however many workers come and go.
+			h.tidyMemory = false
+			debug.FreeOSMemory()
+		}
+		if h.execWanted && !h.done {
+			h.execWanted = false
+			h.reexec()
 		}
 	}
 	return h.exitStatus
 }
 
-func (h *Holder) onSignal(s syscall.Signal) {
-	switch s {
-	case syscall.SIGCHLD:
-		for _, r := range reapAll() {
-			h.childExited(r)
+func (h *Holder) dispatch(r evloop.Ready) {
+	role, ok := h.roles[r.FD]
+	if !ok {
+		return
+	}
+	switch role.kind {
+	case fdRendezvous:
+		h.acceptPeers()
+	case fdReports:
+		if w := h.workers[role.id]; w != nil {
+			h.reportsReady(w, r.HangUp)
 		}
-		h.drainIfNoWorkers()
-		h.finishIfEmpty()
-	case syscall.SIGTERM, syscall.SIGINT:
-		h.stop(s)
-	case syscall.SIGHUP:
-		h.requestUpgrade(nil)
-	default:
-		// --forward-signals: to the current copy, through its worker.
-		if c := h.current; c != nil && c.link >= 0 {
-			link.Send(c.link, link.Msg{Type: link.Signal, Signo: int(s)})
+	case fdLink:
+		if w := h.workers[role.id]; w != nil {
+			if r.Writable {
+				h.flushLink(w)
+			}
+			if r.Readable {
+				h.readLink(w, 64)
+			}
+		}
+	case fdWorkerExit:
+		if w := h.workers[role.id]; w != nil {
+			h.workerGone(w)
+		}
+	case fdControl:
+		h.acceptControl()
+	case fdControlConn:
+		h.controlReady(role.id, r)
+	case fdRelay:
+		h.relayReady(role.id)
+	case fdCheckOut:
+		h.checkOutput()
+	case fdCheckExit:
+		h.checkExited()
+	case fdTimer:
+		h.timer.Fired()
+		h.timersDue()
+	case fdWake:
+		h.wake.Drain()
+		for _, s := range h.sigs.take() {
+			h.onSignal(s)
 		}
 	}
 }
 
-func (h *Holder) onEvent(ev event) {
-	switch ev.kind {
-	case evLinkUp:
-		h.linkUp(ev.pid, ev.uid, ev.fd)
-	case evLinkMsg:
-		h.linkMessage(ev.pid, ev.msg)
-	case evLinkDown:
-		h.linkDown(ev.pid, ev.fd)
-	case evRestart:
-		h.restartPending = false
-		if !h.stopping && h.current == nil {
-			h.spawnWorker()
-		}
-	case evKillWorker:
-		// Only a worker that is still the holder's own child: a PID the
-		// holder has not reaped cannot have been reused.
-		if w := h.workers[ev.pid]; w != nil && parentOf(ev.pid) == os.Getpid() {
-			h.log.Warn("worker did not exit in time; killing it", "pid", ev.pid)
-			syscall.Kill(ev.pid, syscall.SIGKILL)
-		}
-	case evUpgradeTimeout:
-		if h.upgrade != nil && h.upgrade.seq == ev.seq {
-			h.finishUpgrade(false, "no answer from the worker within --upgrade-timeout")
-		}
-	case evControl:
-		h.onControl(ev.ctl)
-	case evStatusTimeout:
-		if ev.seq == h.statusSeq {
-			h.answerStatus(nil)
-		}
-	case evServeDeadline:
-		// A worker that never dialled in is killed; its exit starts
-		// another. (One that did is trusted with its own app's timing.)
-		if w := h.workers[ev.pid]; w != nil && w == h.current && !w.helloed {
-			h.log.Warn("worker did not report in time; killing it", "pid", ev.pid)
-			syscall.Kill(ev.pid, syscall.SIGKILL)
-		}
-	case evDrainKill:
-		h.drainDeadline(ev.fd, ev.pid)
-	case evStopTimer:
-		if h.stopping && h.phase < ev.phase {
-			h.enterPhase(ev.phase)
-		}
+// finish ends the holder: every socket sockhold opened is closed (its unix
+// socket file removed), and Run returns status.
+func (h *Holder) finish(status int) {
+	if h.done {
+		return
 	}
-}
-
-// after delivers ev to the loop once d has passed.
-func (h *Holder) after(d time.Duration, ev event) {
-	time.AfterFunc(d, func() { h.events <- ev })
-}
-
-// closeSockets closes every listener (removing unix socket files sockhold
-// created). Called once, when sockhold stops.
-func (h *Holder) closeSockets() {
+	h.refusals.flush(h.log)
 	for _, s := range h.sockets {
 		s.Close()
 	}
 	h.sockets = nil
+	h.closeControl()
+	h.done, h.exitStatus = true, status
+	os.Stderr.Sync()
+
 }

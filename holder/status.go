@@ -3,93 +3,87 @@ package holder
 import (
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/sockhold/sockhold/handoff/listen"
+	"github.com/sockhold/sockhold/holder/core"
 	"github.com/sockhold/sockhold/holder/link"
 )
 
-// Status is the answer to `sockhold status`.
+// Status is the answer to `sockhold status`: what the holder itself knows,
+// from its ledger of handles and the kernel's queues, so it never waits on
+// a worker.
 type Status struct {
-	HolderPID      int               `json:"holder_pid"`
-	Binary         string            `json:"binary"`
-	Version        string            `json:"version"`
-	Uptime         string            `json:"uptime"`
-	Generation     int               `json:"gen"`
-	WorkerPID      int               `json:"worker_pid"`
-	WorkerVersion  string            `json:"worker_version"`
-	Serving        bool              `json:"serving"`
-	Upgrading      bool              `json:"upgrading"`
-	HandlersByGen  map[int]int       `json:"handlers_by_gen"`
-	SlotsUsed      int               `json:"slots_used"`
-	SlotsLimit     int               `json:"slots_limit"`
-	Queues         []link.QueueStats `json:"queues"`
-	Accepted       int               `json:"accepted"`
-	Rejected       int               `json:"rejected"`
-	SpawnFailures  int               `json:"spawn_failures"`
-	UpgradesOK     int               `json:"upgrades_ok"`
-	UpgradesFailed int               `json:"upgrades_failed"`
-	Worker         *link.Stats       `json:"worker,omitempty"`
-	Listeners      []string          `json:"listeners"`
+	HolderPID      int                 `json:"holder_pid"`
+	Binary         string              `json:"binary"`
+	Version        string              `json:"version"`
+	Uptime         string              `json:"uptime"`
+	HolderReplaced int                 `json:"holder_replaced"`
+	Generation     int                 `json:"gen"`
+	WorkerPID      int                 `json:"worker_pid"`
+	WorkerVersion  string              `json:"worker_version"`
+	Serving        bool                `json:"serving"`
+	Upgrading      bool                `json:"upgrading"`
+	HandlersByGen  map[int]int         `json:"handlers_by_gen"`
+	SlotsUsed      int                 `json:"slots_used"`
+	SlotsLimit     int                 `json:"slots_limit"`
+	Apps           []AppStatus         `json:"apps,omitempty"`
+	Queues         []link.QueueStats   `json:"queues"`
+	Accepted       int                 `json:"accepted"`
+	Rejected       int                 `json:"rejected"`
+	SpawnFailures  int                 `json:"spawn_failures"`
+	UpgradesOK     int                 `json:"upgrades_ok"`
+	UpgradesFailed int                 `json:"upgrades_failed"`
+	WorkerRestarts int                 `json:"worker_restarts"`
+	LastUpgrade    *core.UpgradeResult `json:"last_upgrade,omitempty"`
+	Listeners      []string            `json:"listeners"`
 }
 
-// requestStatus asks the serving worker for its figures and answers once
-// they arrive, or after a second without them.
-func (h *Holder) requestStatus(r *controlRequest) {
-	if h.current == nil || h.current.link < 0 {
-		h.statusWaiters = append(h.statusWaiters, r)
-		h.answerStatus(nil)
-		return
-	}
-	h.statusWaiters = append(h.statusWaiters, r)
-	if len(h.statusWaiters) == 1 {
-		link.Send(h.current.link, link.Msg{Type: link.StatusAsk})
-		h.statusSeq++
-		h.after(time.Second, event{kind: evStatusTimeout, seq: h.statusSeq})
-	}
+// AppStatus is one served app copy.
+type AppStatus struct {
+	PID      int  `json:"pid"`
+	Copy     int  `json:"copy"`
+	Gen      int  `json:"gen"`
+	Stopping bool `json:"stopping,omitempty"`
 }
 
-func (h *Holder) answerStatus(st *link.Stats) {
-	if len(h.statusWaiters) == 0 {
-		return
-	}
-	s := h.status(st)
-	for _, w := range h.statusWaiters {
-		w.reply(controlReply{OK: true, Status: s})
-	}
-	h.statusWaiters = nil
-}
-
-func (h *Holder) status(st *link.Stats) *Status {
+func (h *Holder) status() *Status {
+	c := h.core
 	s := &Status{
 		HolderPID:      os.Getpid(),
 		Binary:         h.exe,
 		Version:        h.version,
 		Uptime:         time.Since(h.started).Round(time.Second).String(),
-		Upgrading:      h.upgrade != nil,
+		HolderReplaced: c.HolderReplaced,
+		Upgrading:      c.Upgrade != nil,
 		HandlersByGen:  map[int]int{},
-		Accepted:       h.totals.accepted,
-		Rejected:       h.totals.rejected,
-		SpawnFailures:  h.totals.spawnFailures,
-		UpgradesOK:     h.totals.upgradesOK,
-		UpgradesFailed: h.totals.upgradesFailed,
 		SlotsLimit:     h.cfg.Processes,
-		Worker:         st,
+		Accepted:       c.Totals.Accepted,
+		Rejected:       c.Totals.Rejected,
+		SpawnFailures:  c.Totals.SpawnFailures,
+		UpgradesOK:     c.Totals.UpgradesOK,
+		UpgradesFailed: c.Totals.UpgradesFailed,
+		WorkerRestarts: c.Totals.WorkerRestarts,
+		LastUpgrade:    c.LastUpgrade,
 	}
-	if c := h.current; c != nil {
-		s.Generation, s.WorkerPID, s.WorkerVersion, s.Serving = c.gen, c.pid, c.version, c.serving
+	if w := c.Workers[c.Current]; w != nil {
+		s.Generation, s.WorkerPID, s.WorkerVersion, s.Serving = w.Gen, w.PID, w.Version, w.Serving
 	}
-	for _, o := range h.orphans {
-		s.HandlersByGen[o.gen]++
+	for _, p := range c.Procs {
+		if p.App {
+			s.Apps = append(s.Apps, AppStatus{PID: p.PID, Copy: p.Slot, Gen: p.Gen, Stopping: p.Stopping})
+			continue
+		}
+		s.HandlersByGen[p.Gen]++
 		s.SlotsUsed++
 	}
-	if st != nil {
-		s.HandlersByGen[st.Generation] += st.OwnHandlers
-		s.SlotsUsed = st.SlotsUsed
-		s.Accepted += st.Accepted
-		s.Rejected += st.Rejected
-		s.SpawnFailures += st.SpawnFailures
-	}
+	sort.Slice(s.Apps, func(i, j int) bool {
+		if s.Apps[i].Gen != s.Apps[j].Gen {
+			return s.Apps[i].Gen < s.Apps[j].Gen
+		}
+		return s.Apps[i].Copy < s.Apps[j].Copy
+	})
 	for _, sock := range h.sockets {
 		s.Listeners = append(s.Listeners, sock.Addr)
 		if q, err := listen.ReadQueue(sock.FD); err == nil {
@@ -99,11 +93,40 @@ func (h *Holder) status(st *link.Stats) *Status {
 	return s
 }
 
-// statusLine is the one-line summary systemd shows (STATUS=).
-func (h *Holder) statusLine() string {
-	if h.current == nil {
-		return "no worker"
+func printStatus(s *Status) {
+	if s == nil {
+		return
 	}
-	return fmt.Sprintf("gen %d (%s) serving %d listener(s); %d upgrades ok, %d failed",
-		h.current.gen, h.current.version, len(h.sockets), h.totals.upgradesOK, h.totals.upgradesFailed)
+	fmt.Printf("holder      pid %d, %s (version %s), up %s, replaced %d times\n", s.HolderPID, s.Binary, s.Version, s.Uptime, s.HolderReplaced)
+	fmt.Printf("worker      pid %d, generation %d, version %s, serving %v, upgrading %v\n",
+		s.WorkerPID, s.Generation, s.WorkerVersion, s.Serving, s.Upgrading)
+	limit := "unlimited"
+	if s.SlotsLimit > 0 {
+		limit = fmt.Sprint(s.SlotsLimit)
+	}
+	fmt.Printf("handlers    %d of %s slots used", s.SlotsUsed, limit)
+	gens := make([]int, 0, len(s.HandlersByGen))
+	for g := range s.HandlersByGen {
+		gens = append(gens, g)
+	}
+	sort.Ints(gens)
+	for _, g := range gens {
+		fmt.Printf("; gen %d: %d", g, s.HandlersByGen[g])
+	}
+	fmt.Println()
+	for _, a := range s.Apps {
+		state := "running"
+		if a.Stopping {
+			state = "stopping"
+		}
+		fmt.Printf("app         pid %d, copy %d, generation %d, %s\n", a.PID, a.Copy, a.Gen, state)
+	}
+	for _, q := range s.Queues {
+		fmt.Printf("queue       %s: %d waiting (max %d)\n", q.Listener, q.Depth, q.Max)
+	}
+	fmt.Printf("counters    accepted %d, rejected %d, spawn failures %d, upgrades ok %d, failed %d, worker restarts %d\n",
+		s.Accepted, s.Rejected, s.SpawnFailures, s.UpgradesOK, s.UpgradesFailed, s.WorkerRestarts)
+	if u := s.LastUpgrade; u != nil && !u.OK {
+		fmt.Printf("last upgrade failed: %s\n", u.Reason)
+	}
 }

@@ -15,10 +15,13 @@ import (
 
 // BenchmarkUpgradeBlackout measures upgrades under closed-loop load: 8
 // clients, each connection a handler that reports the version and
-// generation serving it. For each of 20 SIGHUPs (alternating two builds) it
-// records the time until the first reply from the new generation, and it
-// compares the latency of connections that overlap an upgrade with those
-// that do not. sockhold runs at its production log level.
+// generation serving it. For each of 20 `upgrade --wait` (alternating two
+// builds, so the holder re-executes itself every time) it records the
+// holder's own figure (request to new generation serving) and its share
+// spent checking and re-executing the holder, the time until the first
+// reply from the new generation, and it compares the latency of
+// connections that overlap an upgrade with those that do not. sockhold
+// runs at its production log level.
 //
 //	go test -run '^$' -bench UpgradeBlackout -benchtime 1x ./integration/
 func BenchmarkUpgradeBlackout(b *testing.B) {
@@ -86,7 +89,7 @@ func BenchmarkUpgradeBlackout(b *testing.B) {
 	time.Sleep(500 * time.Millisecond) // warm-up: steady load before the first upgrade
 	const upgrades = 20
 	var windows []window
-	var blackouts []time.Duration
+	var blackouts, tooks, holders []time.Duration
 	for i := 1; i <= upgrades; i++ {
 		src := sockholdB
 		if i%2 == 0 {
@@ -94,7 +97,15 @@ func BenchmarkUpgradeBlackout(b *testing.B) {
 		}
 		copyFileB(b, src, exe)
 		sent := time.Now()
-		cmd.Process.Signal(syscall.SIGHUP)
+		out, err := exec.Command(sockholdBin, "upgrade", "--wait", "--control", dir+"/ctl").CombinedOutput()
+		m := upgradeTook.FindStringSubmatch(string(out))
+		if err != nil || m == nil || m[2] == "" {
+			b.Fatalf("upgrade %d: %v %s", i, err, out)
+		}
+		took, _ := strconv.ParseFloat(m[1], 64)
+		holder, _ := strconv.ParseFloat(m[2], 64)
+		tooks = append(tooks, time.Duration(took*float64(time.Millisecond)))
+		holders = append(holders, time.Duration(holder*float64(time.Millisecond)))
 		deadline := sent.Add(30 * time.Second)
 		for {
 			if at, ok := firstReplyOf(i+1, sent); ok {
@@ -117,15 +128,26 @@ func BenchmarkUpgradeBlackout(b *testing.B) {
 		samples[i] = sample{c.start, c.end}
 	}
 	during, steady := splitByWindows(samples, windows)
-	sort.Slice(blackouts, func(i, j int) bool { return blackouts[i] < blackouts[j] })
-	fmt.Printf("\nupgrades under load: %d SIGHUPs, 8 closed-loop clients, %d connections, %d failed\n", upgrades, len(conns), failures)
-	fmt.Printf("SIGHUP -> first reply from the new generation: median %v, max %v\n",
-		blackouts[len(blackouts)/2].Round(time.Microsecond), blackouts[len(blackouts)-1].Round(time.Microsecond))
+	share := make([]float64, len(tooks))
+	for i := range tooks {
+		share[i] = float64(holders[i]) / float64(tooks[i])
+	}
+	for _, d := range [][]time.Duration{blackouts, tooks, holders} {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	}
+	sort.Float64s(share)
+	med := func(d []time.Duration) time.Duration { return d[len(d)/2].Round(10 * time.Microsecond) }
+	top := func(d []time.Duration) time.Duration { return d[len(d)-1].Round(10 * time.Microsecond) }
+	fmt.Printf("\nupgrades under load: %d upgrades (holder and worker), 8 closed-loop clients, %d connections, %d failed\n", upgrades, len(conns), failures)
+	fmt.Printf("upgrade --wait, request -> new generation serving:  median %v, max %v\n", med(tooks), top(tooks))
+	fmt.Printf("  of which the holder's check and re-execution:     median %v, max %v (share: median %.0f%%)\n", med(holders), top(holders), 100*share[len(share)/2])
+	fmt.Printf("request -> first reply from the new generation:     median %v, max %v\n", med(blackouts), top(blackouts))
 	printDuringVsSteady("connections", "an upgrade", during, steady)
 	if failures > 0 {
 		b.Errorf("%d connections failed", failures)
 	}
-	b.ReportMetric(float64(blackouts[len(blackouts)/2].Microseconds())/1000, "median_upgrade_ms")
+	b.ReportMetric(float64(tooks[len(tooks)/2].Microseconds())/1000, "median_upgrade_ms")
+	b.ReportMetric(share[len(share)/2], "holder_share")
 	b.ReportMetric(ratio(pct(during, 99), pct(steady, 99)), "p99_ratio")
 }
 

@@ -23,6 +23,8 @@ var (
 	binDir      string
 	sockholdBin string // version it-1
 	sockholdB   string // the same code stamped it-2, for upgrades
+	sockholdOld string // a sockhold that knows no holder state format: stands for an older release
+	rogueBin    string // a "worker" that tells tableflip it is ready and never links
 	handlerBin  string
 	fdsBin      string // lists its descriptors; C, so no runtime adds any
 	appBin      string // a long-running server for serve mode
@@ -30,6 +32,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// A race-detector build sleeps a second at exit by default (to let
+	// other goroutines report); every sockhold process the tests start
+	// exits promptly instead, as a production build does.
+	if os.Getenv("GORACE") == "" {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	dir, err := os.MkdirTemp("", "sockhold-it-")
 	if err != nil {
 		panic(err)
@@ -37,6 +45,8 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	sockholdBin = filepath.Join(dir, "sockhold")
 	sockholdB = filepath.Join(dir, "sockhold-b")
+	sockholdOld = filepath.Join(dir, "sockhold-old")
+	rogueBin = filepath.Join(dir, "testrogue")
 	handlerBin = filepath.Join(dir, "testhandler")
 	fdsBin = filepath.Join(dir, "fds")
 	appBin = filepath.Join(dir, "testapp")
@@ -47,12 +57,16 @@ func TestMain(m *testing.M) {
 		args = append(args, "-race")
 	}
 	argsB := []string{"build", "-o", sockholdB, "-ldflags", "-X main.version=it-2"}
+	argsOld := []string{"build", "-o", sockholdOld, "-ldflags", "-X main.version=it-old -X github.com/sockhold/sockhold/holder.knownFormat=0"}
 	if raceEnabled {
 		argsB = append(argsB, "-race")
+		argsOld = append(argsOld, "-race")
 	}
 	for _, b := range [][]string{
 		append(args, "../cmd/sockhold"),
 		append(argsB, "../cmd/sockhold"),
+		append(argsOld, "../cmd/sockhold"),
+		{"build", "-o", rogueBin, "./testrogue"},
 		{"build", "-o", handlerBin, "./testhandler"},
 		{"cc", "-O2", "-o", fdsBin, "testdata/fds.c"},
 		{"build", "-o", appBin, "./testapp"},
@@ -263,12 +277,14 @@ func (in *instance) waitForOK(timeout time.Duration, skip int, match func(record
 	defer timer.Stop()
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	// Each wake-up looks only at the records that arrived since the last:
+	// a long test logs tens of thousands.
+	next, seen := 0, 0
 	for {
-		seen := 0
-		for _, r := range in.recs {
-			if match(r) {
+		for ; next < len(in.recs); next++ {
+			if match(in.recs[next]) {
 				if seen == skip {
-					return r, true
+					return in.recs[next], true
 				}
 				seen++
 			}

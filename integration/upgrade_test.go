@@ -26,48 +26,6 @@ func checkVersionReply(reply string) error {
 	return nil
 }
 
-// Under continuous load (8 closed-loop clients, each connection a handler
-// that reports the version and generation serving it), 20 upgrades that
-// alternate between two builds: nothing refused, reset or wrong; every new
-// generation is seen serving; the listener and the holder stay the same.
-func TestTwentyUpgradesUnderLoad(t *testing.T) {
-	exe := installSockhold(t, sockholdBin)
-	in := startWith(t, startOpts{exe: exe, verbosity: "-v"},
-		"--listen", "tcp://127.0.0.1:0", "--processes", "8", "--", handlerBin, "version")
-	inode := listenInode(t, portOf(in.addr(0)))
-	holder := in.pid()
-	l := startLoad(t, in.addr(0), 8, checkVersionReply)
-	l.waitSeen(t, "it-1 1\n", 10*time.Second)
-	var took []string
-	for i := 1; i <= 20; i++ {
-		build, version := sockholdB, "it-2"
-		if i%2 == 0 {
-			build, version = sockholdBin, "it-1"
-		}
-		swapBinary(t, exe, build)
-		code, out, errOut := ctl(t, in, "upgrade", "--wait", "--timeout", "30s")
-		want := fmt.Sprintf("generation %d, version %s", i+1, version)
-		if code != 0 || !strings.Contains(out, want) {
-			t.Fatalf("upgrade %d: exit %d, %q %q, want %q", i, code, out, errOut, want)
-		}
-		took = append(took, strings.TrimSpace(out[strings.LastIndex(out, " in ")+4:]))
-		l.waitSeen(t, fmt.Sprintf("%s %d\n", version, i+1), 10*time.Second)
-	}
-	t.Logf("upgrade --wait, request to new worker serving: %s", strings.Join(took, ", "))
-	served, errs := l.finish()
-	t.Logf("%d requests served across 20 upgrades", served)
-	if len(errs) > 0 {
-		t.Fatalf("%d failed requests, first: %v", len(errs), errs[:min(5, len(errs))])
-	}
-	if got := listenInode(t, portOf(in.addr(0))); got != inode {
-		t.Errorf("listener inode changed from %s to %s", inode, got)
-	}
-	code, out, _ := ctl(t, in, "status", "--json")
-	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"holder_pid": %d`, holder)) || !strings.Contains(out, `"upgrades_ok": 20`) {
-		t.Errorf("status after 20 upgrades (exit %d):\n%s", code, out)
-	}
-}
-
 // expectedStream is what the test handler's stream mode writes.
 func expectedStream(n int) []byte {
 	b := make([]byte, n)
@@ -222,29 +180,33 @@ func TestSIGHUPDuringUpgradeIsQueued(t *testing.T) {
 	}
 }
 
-// Broken upgrades: a binary that exits 1, one that never becomes ready,
-// and a non-executable file. Each `upgrade --wait` fails with the reason,
-// traffic continues without a single error, and a good upgrade then works.
+// Broken upgrades. The holder checks the new binary before it re-executes
+// it: one that exits 1, hangs, is not executable, or is an older sockhold
+// that does not know the state format fails there. One that passes the
+// check but whose worker exits 1 or never gets ready fails in the worker
+// upgrade. Each `upgrade --wait` fails with the reason on one line, traffic
+// continues without a single error, and a good upgrade then works.
 func TestBrokenUpgradesLeaveTheOldGenerationServing(t *testing.T) {
 	exe := installSockhold(t, sockholdBin)
 	in := startWith(t, startOpts{exe: exe}, "--listen", "tcp://127.0.0.1:0", "--processes", "4",
 		"--upgrade-timeout", "1s", "--", handlerBin, "version")
+	holder := in.pid()
 	l := startLoad(t, in.addr(0), 4, checkVersionReply)
 	l.waitSeen(t, "it-1 1\n", 10*time.Second)
 	cases := []struct {
-		name, content string
-		mode          os.FileMode
-		reason        string
+		name    string
+		install func()
+		reason  string
 	}{
-		{"exits 1", "#!/bin/sh\nexit 1\n", 0o755, "exited"},
-		{"never ready", "#!/bin/sh\nexec sleep 60\n", 0o755, "timed out"},
-		{"not executable", "#!/bin/sh\nexit 0\n", 0o644, "permission denied"},
+		{"exits 1", func() { wrapper(t, exe, "exit 1\n") }, "check mode: exit status 1"},
+		{"hangs in check mode", func() { wrapper(t, exe, "exec sleep 60\n") }, "no answer within 5s in check mode"},
+		{"not executable", func() { copyFile(t, sockholdB, exe, 0o644) }, "permission denied"},
+		{"an older sockhold", func() { copyFile(t, sockholdOld, exe, 0o755) }, "this sockhold understands up to 0"},
+		{"worker exits 1", func() { wrapper(t, exe, "case \"$1\" in worker) exit 1;; esac\nexec "+sockholdBin+" \"$@\"\n") }, "exited: exit status 1"},
+		{"worker never ready", func() { wrapper(t, exe, "case \"$1\" in worker) exec sleep 60;; esac\nexec "+sockholdBin+" \"$@\"\n") }, "timed out"},
 	}
 	for _, c := range cases {
-		tmp := exe + ".new"
-		os.WriteFile(tmp, []byte(c.content), c.mode)
-		os.Chmod(tmp, c.mode)
-		os.Rename(tmp, exe)
+		c.install()
 		code, out, errOut := ctl(t, in, "upgrade", "--wait")
 		if code != 1 || !strings.Contains(errOut, c.reason) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1 and one line with %q", c.name, code, out, errOut, c.reason)
@@ -261,18 +223,30 @@ func TestBrokenUpgradesLeaveTheOldGenerationServing(t *testing.T) {
 		t.Fatalf("%d failed requests during broken upgrades: %v", len(errs), errs[:min(5, len(errs))])
 	}
 	code, out, _ := ctl(t, in, "status", "--json")
-	if code != 0 || !strings.Contains(out, `"upgrades_failed": 3`) || !strings.Contains(out, `"upgrades_ok": 1`) {
+	if code != 0 || !strings.Contains(out, `"upgrades_failed": 6`) || !strings.Contains(out, `"upgrades_ok": 1`) ||
+		!strings.Contains(out, `"version": "it-2"`) || !strings.Contains(out, fmt.Sprintf(`"holder_pid": %d`, holder)) {
 		t.Errorf("status: %s", out)
 	}
 }
 
-// slowBinary is a wrapper that waits before becoming the real sockhold, so
-// a test can act while an upgrade is in progress. exec keeps the PID.
+// slowBinary is a wrapper that, as a worker, waits before becoming the real
+// sockhold, so a test can act while a worker upgrade is in progress (the
+// holder's own check and re-execution go straight on). exec keeps the PID.
 func slowBinary(t *testing.T, exe, real string, delay string) {
 	t.Helper()
+	wrapper(t, exe, "case \"$1\" in worker) sleep "+delay+";; esac\nexec "+real+" \"$@\"\n")
+}
+
+// wrapper puts a shell script at exe, atomically.
+func wrapper(t *testing.T, exe, body string) {
+	t.Helper()
 	tmp := exe + ".new"
-	os.WriteFile(tmp, []byte("#!/bin/sh\nsleep "+delay+"\nexec "+real+" \"$@\"\n"), 0o755)
-	os.Rename(tmp, exe)
+	if err := os.WriteFile(tmp, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, exe); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // workerChild finds the new worker an upgrade is starting: the child of the

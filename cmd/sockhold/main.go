@@ -156,8 +156,14 @@ type cli struct {
 }
 
 func main() {
-	if config.IsWorker() {
+	// The roles sockhold gives its own binary, named by the argv it writes.
+	switch {
+	case config.IsWorker():
 		os.Exit(worker.Main(version))
+	case len(os.Args) > 1 && os.Args[1] == holder.CheckArg:
+		os.Exit(holder.CheckMode())
+	case len(os.Args) > 1 && os.Args[1] == holder.ResumeArg:
+		os.Exit(holder.Resume(version, os.Args[2:]))
 	}
 	var c cli
 	parser, err := kong.New(&c,

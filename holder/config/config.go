@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -57,6 +58,7 @@ type Config struct {
 
 	UpgradeTimeout time.Duration
 	Control        string // control socket path
+	ControlDerived bool   // Control is the default path, not --control
 
 	RunAs *handoff.RunAs // --user/--group for children; nil: sockhold's own
 }
@@ -188,7 +190,9 @@ func (c *Config) completeCommon(command []string, user, group, control, listenHi
 	}
 	c.Control = control
 	if c.Control == "" {
-		c.Control = DefaultControlPath(c.Listen[0])
+		c.Control, c.ControlDerived = DefaultControlPath(c.Listen[0]), true
+	} else if c.Control, err = filepath.Abs(c.Control); err != nil {
+		return usage("--control: %v", err)
 	}
 	return nil
 }
@@ -220,6 +224,15 @@ func SplitPositional(port string, rest []string, haveListen bool) (string, []str
 		return "", append([]string{port}, rest...)
 	}
 	return port, rest
+}
+
+// ServeForward lists the signals passed on to served apps (none in spawn
+// mode).
+func (c *Config) ServeForward() []int {
+	if c.Serve == nil {
+		return nil
+	}
+	return c.Serve.Forward
 }
 
 // Encode serialises the config for a worker's environment.

@@ -9,7 +9,6 @@ import (
 // Environment variables through which the holder starts a worker. They are
 // removed from what handlers see (so are tableflip's).
 const (
-	RoleEnv   = "SOCKHOLD_ROLE"   // "worker" in a worker process
 	ConfigEnv = "SOCKHOLD_CONFIG" // Config as JSON
 	FDsEnv    = "SOCKHOLD_FDS"    // WorkerFDs as JSON
 	// RunningEnv tells a worker started by an upgrade whether the old one
@@ -18,7 +17,11 @@ const (
 )
 
 // InternalEnv lists the variables that never reach a handler or an app.
-var InternalEnv = []string{RoleEnv, ConfigEnv, FDsEnv, RunningEnv}
+var InternalEnv = []string{ConfigEnv, FDsEnv, RunningEnv, "SOCKHOLD_ROLE"}
+
+// WorkerArg is a worker's argv[1]: the holder starts its own binary with
+// it, and tableflip passes argv on to the next generation unchanged.
+const WorkerArg = "worker"
 
 // InternalEnvPrefixes are variable families that never reach a handler:
 // tableflip's upgrade handshake marker among them.
@@ -37,6 +40,7 @@ type ListenerFD struct {
 // WorkerFDs tells a worker where its inherited resources are.
 type WorkerFDs struct {
 	Rendezvous string // the holder's abstract socket to dial
+	Proto      int    // the link protocol the holder speaks
 	Listeners  []ListenerFD
 }
 
@@ -44,8 +48,12 @@ type WorkerFDs struct {
 // generation to the next. Config order never changes across upgrades.
 func TableflipName(i int) string { return fmt.Sprintf("listener-%d", i) }
 
-// IsWorker reports whether this process was started as a worker.
-func IsWorker() bool { return os.Getenv(RoleEnv) == "worker" }
+// IsWorker reports whether this process was started as a worker: by its
+// own command line, which the holder (or the previous worker, through
+// tableflip) wrote, together with the configuration it passes.
+func IsWorker() bool {
+	return len(os.Args) > 1 && os.Args[1] == WorkerArg && os.Getenv(ConfigEnv) != ""
+}
 
 // Encode serialises w for the worker's environment.
 func (w WorkerFDs) Encode() string {

@@ -12,11 +12,11 @@ import (
 // Listen opens the holder's rendezvous: an abstract SOCK_SEQPACKET socket
 // with a random name, so that no other process is likely to hold the name
 // already (if one does, another is drawn). The name need not be secret:
-// the holder checks every caller's uid and parentage (see Accept's callers).
+// the holder checks every caller by the kernel's word (see Peer).
 func Listen() (fd int, name string, err error) {
 	for try := 0; try < 5; try++ {
 		name = fmt.Sprintf("@sockhold/%d/%016x", os.Getpid(), rand.Uint64())
-		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		fd, err = unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
 			return -1, "", err
 		}
@@ -36,9 +36,18 @@ func Listen() (fd int, name string, err error) {
 	return -1, "", err
 }
 
-// Accept takes the next caller and reports its PID and UID as the kernel
-// recorded them at connect time.
-func Accept(listener int) (fd, pid, uid int, err error) {
+// Peer is a caller as the kernel recorded it when it connected.
+type Peer struct {
+	FD    int // the accepted connection
+	PID   int
+	UID   int
+	Pidfd int // a handle on the caller (SO_PEERPIDFD), or -1 on kernels before 6.5
+}
+
+// Accept takes the next caller without blocking (unix.EAGAIN when none).
+func Accept(listener int) (Peer, error) {
+	var fd int
+	var err error
 	for {
 		fd, _, err = unix.Accept4(listener, unix.SOCK_CLOEXEC)
 		if !errors.Is(err, unix.EINTR) {
@@ -46,14 +55,21 @@ func Accept(listener int) (fd, pid, uid int, err error) {
 		}
 	}
 	if err != nil {
-		return -1, 0, 0, err
+		return Peer{}, err
 	}
 	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
 	if err != nil {
 		unix.Close(fd)
-		return -1, 0, 0, err
+		return Peer{}, err
 	}
-	return fd, int(cred.Pid), int(cred.Uid), nil
+	p := Peer{FD: fd, PID: int(cred.Pid), UID: int(cred.Uid), Pidfd: -1}
+	// The kernel's handle on the process that connected: unlike a PID it
+	// cannot come to mean another process.
+	if pfd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD); err == nil {
+		unix.CloseOnExec(pfd)
+		p.Pidfd = pfd
+	}
+	return p, nil
 }
 
 // Dial connects a worker to the holder's rendezvous.

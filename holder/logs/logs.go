@@ -35,3 +35,6 @@ func WaitAttrs(ws syscall.WaitStatus) []any {
 	}
 	return []any{"wait_status", int(ws)}
 }
+
+// SignalName spells a signal as logs do: SIGTERM.
+func SignalName(s syscall.Signal) string { return unix.SignalName(s) }

@@ -66,6 +66,7 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 		d := w.spawnBackoff.Fail()
 		w.spawnHoldUntil = time.Now().Add(d)
 		w.counters.spawnFailures++
+		w.report.counts.SpawnFailures++
 		handoff.Refuse(fd, w.rejectMessage)
 		w.log.Warn("FAIL", "peer", peer.Text, "reason", "spawn failed", "error", err, "retry_in", d.String())
 		return
@@ -74,7 +75,9 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 	w.spawnBackoff.Reset()
 	h := &handler{pid: pid, pidfd: pidfd, start: time.Now(), peer: peer.Text}
 	w.track(h)
+	w.startedProc(pid, pidfd, h.start, peer.Text, false, 0)
 	w.counters.accepted++
+	w.report.counts.Accepted++
 	if w.logConns {
 		w.log.Info("START", "peer", peer.Text, "pid", pid)
 	}
@@ -83,6 +86,7 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 // reject answers a connection that will not be handed on and closes it.
 func (w *Worker) reject(fd int, peer, reason string, attrs ...any) {
 	w.counters.rejected++
+	w.report.counts.Rejected++
 	handoff.Refuse(fd, w.rejectMessage)
 	if w.logConns {
 		w.log.Info("FAIL", append([]any{"peer", peer, "reason", reason}, attrs...)...)

@@ -23,11 +23,13 @@ type handler struct {
 // handlers is the worker's table of live handlers, keyed by pidfd.
 type handlers map[int]*handler
 
-// reap collects the exit status of an own child whose pidfd became readable.
-func (h *handler) reap(log *slog.Logger, logExit bool) {
+// reap collects the exit status of an own child whose pidfd became
+// readable; it reports whether this worker reaped it (an inherited handler
+// is the holder's, or its own worker's, to reap).
+func (h *handler) reap(log *slog.Logger, logExit bool) bool {
 	if h.inherited {
 		log.Debug("inherited handler gone", "pid", h.pid)
-		return
+		return false
 	}
 	var ws syscall.WaitStatus
 	for {
@@ -37,14 +39,15 @@ func (h *handler) reap(log *slog.Logger, logExit bool) {
 		}
 		if err != nil || pid != h.pid {
 			log.Warn("EXIT", "pid", h.pid, "error", err)
-			return
+			return false
 		}
 		break
 	}
 	if !logExit {
-		return
+		return true
 	}
 	attrs := append([]any{"pid", h.pid}, logs.WaitAttrs(ws)...)
 	attrs = append(attrs, "duration", time.Since(h.start).Round(time.Millisecond).String(), "peer", h.peer)
 	log.Info("EXIT", attrs...)
+	return true
 }

@@ -6,28 +6,55 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/link"
 )
 
-// fromHolder handles one message from the holder.
+// fromHolder handles the messages waiting from the holder.
 func (w *Worker) fromHolder() {
-	m, fds, err := link.Recv(w.holder)
-	if err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+	for i := 0; i < 64 && w.holder != nil; i++ {
+		m, fds, err := w.holder.Recv()
+		if errors.Is(err, unix.EAGAIN) {
 			return
 		}
-		// Without a holder nobody reaps or counts: stop taking work.
-		w.log.Warn("holder is gone; worker stopping", "error", err)
-		w.poll.del(w.holder)
-		w.holderGone()
-		return
+		if errors.Is(err, link.ErrTruncated) {
+			// Descriptors were lost (this process is out of them): what
+			// the holder sent cannot be counted on. It must start another.
+			w.log.Error("handover arrived incomplete; worker exiting", "error", err)
+			w.send(link.Msg{Type: link.AdoptFailed, Reason: err.Error()})
+			w.stopping, w.exitCode = true, 1
+			return
+		}
+		if err != nil {
+			// Without a holder nobody reaps or counts: stop taking work.
+			w.log.Warn("holder is gone; worker stopping", "error", err)
+			w.holderGone()
+			return
+		}
+		w.fromHolderMsg(m, fds)
 	}
+}
+
+func (w *Worker) fromHolderMsg(m link.Msg, fds []int) {
 	switch m.Type {
 	case link.Adopt:
 		w.adopt(m, fds)
+		return
 	case link.Upgrade:
 		w.startUpgrade()
+	case link.HandOver:
+		w.handOver()
+	case link.Resume:
+		if w.handedOver {
+			w.handedOver = false
+			w.log.Info("the new worker failed; taking work again")
+		}
+	case link.Exit:
+		w.log.Info("the new worker serves; exiting", "handlers_left", len(w.handlers))
+		w.stopping = true
+	case link.Refused:
+		w.log.Error("the holder refused this worker", "reason", m.Reason)
+		w.stopping, w.exitCode = true, 1
+		w.holderGone()
 	case link.Signal:
 		if w.serve != nil {
 			w.signalAll(unix.Signal(m.Signo))
@@ -36,27 +63,21 @@ func (w *Worker) fromHolder() {
 		if w.serve != nil {
 			w.stopOne()
 		}
-	case link.StatusAsk:
-		st := w.stats()
-		link.Send(w.holder, link.Msg{Type: link.StatusReply, Stats: &st})
 	default:
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
 		w.log.Warn("unexpected message from holder", "type", m.Type)
 	}
+	closeFDs(fds)
 }
 
 // adopt takes the generation number and the handlers still alive from
 // earlier generations; they count against --processes until they exit.
-// Only then does the worker start accepting.
+// Only then does the worker start accepting, and only then does it tell
+// tableflip (and so the previous worker) that it is ready.
 func (w *Worker) adopt(m link.Msg, fds []int) {
 	if w.serve != nil {
 		// Serve mode has no handler budget: the old apps are the
 		// holder's to drain.
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		closeFDs(fds)
 		if !w.adopted && !m.More {
 			w.gen, w.adopted = m.Generation, true
 			w.log = w.log.With("gen", w.gen)
@@ -77,6 +98,7 @@ func (w *Worker) adopt(m link.Msg, fds []int) {
 		}
 		w.track(h)
 	}
+	w.inheritedCount += len(fds)
 	if w.adopted || m.More {
 		return
 	}
@@ -84,32 +106,38 @@ func (w *Worker) adopt(m link.Msg, fds []int) {
 	w.log = w.log.With("gen", w.gen)
 	w.cmd.BaseEnv = w.handlerEnv()
 	w.adopted = true
-	link.Send(w.holder, link.Msg{Type: link.Serving, Generation: w.gen, Version: w.version})
-	w.log.Info("worker serving", "listeners", len(w.listeners), "inherited_handlers", len(fds),
+	if err := w.upg.Ready(); err != nil {
+		// The previous worker died mid-upgrade: the holder, not
+		// tableflip, decided that this worker takes over.
+		w.log.Warn("tableflip could not tell the previous worker", "error", err)
+	}
+	w.send(link.Msg{Type: link.Serving, Generation: w.gen, Version: w.version})
+	w.log.Info("worker serving", "listeners", len(w.listeners), "inherited_handlers", w.inheritedCount,
 		"processes", w.cfg.Processes, "version", w.version)
 }
 
-func (w *Worker) stats() link.Stats {
-	st := link.Stats{
-		Generation: w.gen, PID: unix.Getpid(), Version: w.version,
-		SlotsUsed: w.adm.Slots.Used(), SlotsLimit: w.adm.Slots.Limit(),
-		Accepted: w.counters.accepted, Rejected: w.counters.rejected, SpawnFailures: w.counters.spawnFailures,
-		Accepting: w.armed,
-	}
-	for _, h := range w.handlers {
-		if h.inherited {
-			if st.Inherited == nil {
-				st.Inherited = map[int]int{}
-			}
-			st.Inherited[h.gen]++
-		} else {
-			st.OwnHandlers++
+// handOver: the holder has this worker's successor linked. Spawn mode: take
+// no more work, report everything, and wait to be told to exit (or, if the
+// successor fails, to resume). Serve mode: the new copies are ready: stop
+// this generation's, and exit.
+func (w *Worker) handOver() {
+	if w.serve != nil {
+		if w.onDemand() {
+			// Nothing of this generation starts or stops an app again.
+			w.unwatchDemand()
+			w.serve.demand.arrivals.stop()
 		}
+		drain := w.stopAll()
+		w.flushReport()
+		w.send(link.Msg{Type: link.Drain, Drain: drain, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+		w.send(link.Msg{Type: link.HandedOver})
+		w.log.Info("upgrade: the new generation is ready; this one stopped its copies and exits")
+		w.stopping = true
+		return
 	}
-	for _, l := range w.listeners {
-		if q, err := listen.ReadQueue(l.FD); err == nil {
-			st.Queues = append(st.Queues, link.QueueStats{Listener: l.Addr, Depth: q.Depth, Max: q.Max})
-		}
-	}
-	return st
+	w.handedOver = true
+	w.rearm() // stop watching the listeners before saying so
+	w.flushReport()
+	w.send(link.Msg{Type: link.HandedOver})
+	w.log.Info("upgrade: handed over to the new worker", "handlers_left", len(w.handlers))
 }

@@ -69,7 +69,7 @@ func (w *Worker) watchForDemand() {
 	}
 	d.arrivals.stop()
 	for _, l := range w.listeners {
-		w.poll.add(l.FD)
+		w.poll.Add(l.FD)
 		w.kinds[l.FD] = kindDemand
 	}
 	d.watching = true
@@ -78,18 +78,27 @@ func (w *Worker) watchForDemand() {
 }
 
 func (w *Worker) stopWatchingForDemand() {
-	d := &w.serve.demand
-	if !d.watching {
+	if !w.unwatchDemand() {
 		return
 	}
 	// While the app runs it accepts; the worker only learns of arrivals,
 	// so a connection too short to be seen open by an idle check counts.
+	w.startArrivalWatch()
+}
+
+// unwatchDemand stops watching the listeners for a first connection; it
+// reports whether they were watched.
+func (w *Worker) unwatchDemand() bool {
+	d := &w.serve.demand
+	if !d.watching {
+		return false
+	}
 	for _, l := range w.listeners {
-		w.poll.del(l.FD)
+		w.poll.Del(l.FD)
 		delete(w.kinds, l.FD)
 	}
 	d.watching = false
-	w.startArrivalWatch()
+	return true
 }
 
 // startArrivalWatch begins an app's run: idle time counts from now, and

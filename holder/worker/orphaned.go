@@ -16,9 +16,21 @@ import (
 // --drain-timeout, SIGKILL), and reaps them before it exits.
 func (w *Worker) holderGone() {
 	w.stopping = true
-	if w.serve == nil {
+	if w.holder != nil {
+		w.poll.Del(w.holder.FD)
+		delete(w.kinds, w.holder.FD)
+		w.holder.Close()
+		w.holder = nil
+	}
+	if w.reports != nil {
+		w.poll.Del(w.reports.FD)
+		delete(w.kinds, w.reports.FD)
+		w.reports.Close()
+	}
+	if w.serve == nil || w.holderGoneDone {
 		return
 	}
+	w.holderGoneDone = true
 	w.stopAll()
 	deadline := time.Now().Add(w.serve.cfg.DrainTimeout)
 	for {

@@ -11,6 +11,7 @@ import (
 	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/handoff/listenpid"
 	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/evloop"
 	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/holder/logs"
 	"github.com/sockhold/sockhold/throttle"
@@ -23,7 +24,7 @@ type serveState struct {
 	notify  *handoff.NotifySocket
 	einhorn *handoff.EinhornSocket
 	acks    map[int][]byte // einhorn clients connected: unread input by fd
-	timer   *timer
+	timer   *evloop.Timer
 	backoff *throttle.Backoff
 	env     []string // every dialect but EINHORN_CHILD_INDEX, which is per copy
 	names   []string
@@ -54,7 +55,7 @@ func (w *Worker) setupServe() error {
 	if s.notify, err = handoff.ListenNotify(); err != nil {
 		return fmt.Errorf("notify socket: %v", err)
 	}
-	if s.timer, err = newTimer(); err != nil {
+	if s.timer, err = evloop.NewTimer(); err != nil {
 		return err
 	}
 	if err := w.watch(s.notify.FD, kindNotify); err != nil {
@@ -67,7 +68,7 @@ func (w *Worker) setupServe() error {
 	if err := w.watch(s.einhorn.FD, kindEinhorn); err != nil {
 		return err
 	}
-	if err := w.watch(s.timer.fd, kindServeTimer); err != nil {
+	if err := w.watch(s.timer.FD, kindServeTimer); err != nil {
 		return err
 	}
 	for _, l := range w.listeners {
@@ -134,7 +135,7 @@ func (w *Worker) startApp(slot int) {
 	}
 	pid, pidfd, err := handoff.StartApp(path, argv, env, fds, w.cfg.RunAs, out[1])
 	if err == nil && s.cfg.Capture {
-		link.Send(w.holder, link.Msg{Type: link.Output, PIDs: []int{pid}}, out[0])
+		w.send(link.Msg{Type: link.Output, PIDs: []int{pid}}, out[0])
 	}
 	if err != nil {
 		reason := fmt.Sprintf("cannot start %s: %v", w.cfg.CommandPath, err)
@@ -145,8 +146,10 @@ func (w *Worker) startApp(slot int) {
 		w.appFailed(reason)
 		return
 	}
-	s.apps[slot] = &app{slot: slot, pid: pid, pidfd: pidfd, start: time.Now()}
+	a := &app{slot: slot, pid: pid, pidfd: pidfd, start: time.Now()}
+	s.apps[slot] = a
 	w.watch(pidfd, kindApp)
+	w.startedProc(pid, pidfd, a.start, "", true, slot)
 	w.log.Info("app started", "app_pid", pid, "copy", slot, "ready", s.cfg.String())
 }
 
@@ -193,16 +196,16 @@ func (w *Worker) serveRearm() {
 		earliest(w.demandDue())
 	}
 	if due.IsZero() || w.stopping {
-		s.timer.disarm()
+		s.timer.Disarm()
 		return
 	}
-	s.timer.arm(time.Until(due))
+	s.timer.Arm(time.Until(due))
 }
 
 // serveTimer handles whatever came due.
 func (w *Worker) serveTimer() {
 	s := w.serve
-	s.timer.fired()
+	s.timer.Fired()
 	now := time.Now()
 	for _, a := range s.apps {
 		if a == nil || a.ready || a.stopping {
@@ -212,8 +215,10 @@ func (w *Worker) serveTimer() {
 		case s.readyByTimer() && !now.Before(a.start.Add(s.cfg.ReadyAfter)):
 			w.appReady(a, "timer")
 		case !now.Before(a.start.Add(s.cfg.ReadyTimeout)):
-			unix.PidfdSendSignal(a.pidfd, unix.SIGKILL, nil, 0)
-			a.stopping = true
+			// Asked to stop, not killed: a copy not ready yet may already
+			// have taken connections on the shared socket, and they are
+			// answered. The holder kills it after --drain-timeout.
+			w.send(link.Msg{Type: link.Drain, Drain: []int{w.stopApp(a)}, DrainMS: s.cfg.DrainTimeout.Milliseconds()})
 			w.appFailed(fmt.Sprintf("app %d not ready within --ready-timeout %v", a.pid, s.cfg.ReadyTimeout))
 		}
 	}
@@ -307,7 +312,7 @@ func (w *Worker) einhornInput(fd int) {
 	if n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) || len(s.acks[fd]) > 64<<10 {
 		delete(s.acks, fd)
 		delete(w.kinds, fd)
-		w.poll.del(fd)
+		w.poll.Del(fd)
 		unix.Close(fd)
 	}
 }
@@ -330,7 +335,7 @@ func (w *Worker) appReady(a *app, how string) {
 	if w.upgrading() && s.rolling() && a.slot < len(s.apps)-1 {
 		// Rolling: one more new copy is ready, so one old copy may stop;
 		// then the next new copy starts.
-		link.Send(w.holder, link.Msg{Type: link.Rolled})
+		w.send(link.Msg{Type: link.Rolled})
 		w.startApp(a.slot + 1)
 	}
 	if !s.readySignalled && s.allReady() {
@@ -353,7 +358,7 @@ func (w *Worker) sayServing() {
 		return
 	}
 	s.servingSent = true
-	link.Send(w.holder, link.Msg{Type: link.Serving, Generation: w.gen, Version: w.version})
+	w.send(link.Msg{Type: link.Serving, Generation: w.gen, Version: w.version})
 	w.log.Info("worker serving", "copies", len(s.apps), "version", w.version)
 }
 
@@ -371,7 +376,7 @@ func (w *Worker) appExited(pidfd int) {
 	}
 	s.apps[a.slot] = nil
 	delete(w.kinds, a.pidfd)
-	w.poll.del(a.pidfd)
+	w.poll.Del(a.pidfd)
 	var ws syscall.WaitStatus
 	for {
 		if _, err := syscall.Wait4(a.pid, &ws, 0, nil); err != syscall.EINTR {
@@ -379,6 +384,7 @@ func (w *Worker) appExited(pidfd int) {
 		}
 	}
 	unix.Close(a.pidfd)
+	w.reapedProc(a.pid)
 	attrs := append([]any{"app_pid", a.pid, "copy", a.slot, "ran", time.Since(a.start).Round(time.Millisecond).String()}, logs.WaitAttrs(ws)...)
 	switch {
 	case a.stopping && a.refill && !w.stopping:
@@ -407,7 +413,7 @@ func (w *Worker) appExited(pidfd int) {
 func (w *Worker) appFailed(reason string) {
 	if w.upgrading() {
 		drain := w.stopAll()
-		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: reason, Drain: drain, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+		w.send(link.Msg{Type: link.UpgradeFailed, Reason: reason, Drain: drain, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
 		w.log.Warn("restart abandoned", "reason", reason)
 		w.stopping, w.exitCode = true, 1
 		return
@@ -455,7 +461,7 @@ func (w *Worker) stopOne() {
 		if a != nil && !a.stopping {
 			pid := w.stopApp(a)
 			w.serve.rolledOut = append(w.serve.rolledOut, a.slot)
-			link.Send(w.holder, link.Msg{Type: link.Drain, Drain: []int{pid}, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+			w.send(link.Msg{Type: link.Drain, Drain: []int{pid}, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
 			return
 		}
 	}

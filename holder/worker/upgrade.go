@@ -18,13 +18,14 @@ import (
 // hands its result to the event loop.
 type upgradeState struct {
 	running bool
+	spent   bool // tableflip started a successor that got ready: it cannot start another
 	result  chan error
 }
 
 // inheritListeners finds the listening sockets: from tableflip, by name,
 // in a worker started by an upgrade; from the descriptors the holder placed,
-// in the first worker, which then registers them with tableflip so that
-// every later generation inherits them.
+// in a worker the holder started, which then registers them with tableflip
+// so that every later generation inherits them.
 func inheritListeners(upg *tableflip.Upgrader, given []config.ListenerFD) ([]config.ListenerFD, error) {
 	out := make([]config.ListenerFD, len(given))
 	for i, l := range given {
@@ -84,8 +85,12 @@ func rawDup(f *os.File) (int, error) {
 // startUpgrade asks tableflip to start the binary now on disk. The loop
 // keeps serving meanwhile; the result arrives through upgradeFinished.
 func (w *Worker) startUpgrade() {
-	if w.upgrade.running {
-		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: "upgrade already in progress"})
+	switch {
+	case w.upgrade.running:
+		w.send(link.Msg{Type: link.UpgradeFailed, Reason: "upgrade already in progress"})
+		return
+	case w.upgrade.spent:
+		w.send(link.Msg{Type: link.UpgradeFailed, Reason: "this worker already started a successor through tableflip"})
 		return
 	}
 	w.upgrade.running = true
@@ -111,13 +116,14 @@ func (w *Worker) startUpgrade() {
 		} else {
 			res <- w.upg.Upgrade()
 		}
-		w.wake.wake()
+		w.wake.Wake()
 	}(w.upgrade.result)
 }
 
-// upgradeFinished collects tableflip's answer, if there is one. On success
-// this worker stops accepting and exits at once: its handlers are reparented
-// to the holder, which counts them for the new generation.
+// upgradeFinished collects tableflip's answer, if there is one. Success
+// alone proves nothing (any binary can write tableflip's ready byte): the
+// worker says so and goes on serving until the holder, which knows whether
+// the successor linked, hands over.
 func (w *Worker) upgradeFinished() {
 	if !w.upgrade.running {
 		return
@@ -133,18 +139,15 @@ func (w *Worker) upgradeFinished() {
 		if w.serve != nil {
 			w.restartFailed()
 		}
-		w.log.Warn("upgrade failed; still serving", "error", err)
-		link.Send(w.holder, link.Msg{Type: link.UpgradeFailed, Reason: err.Error()})
+		if w.handedOver {
+			w.log.Warn("upgrade failed after the handover", "error", err)
+		} else {
+			w.log.Warn("upgrade failed; still serving", "error", err)
+		}
+		w.send(link.Msg{Type: link.UpgradeFailed, Reason: err.Error()})
 		return
 	}
-	st := w.stats()
-	w.stopping = true
-	w.rearm() // stop watching the listeners before telling anyone
-	msg := link.Msg{Type: link.Upgraded, Stats: &st}
-	if w.serve != nil {
-		// The new app is ready: only now is the old one asked to stop.
-		msg.Drain, msg.DrainMS = w.stopAll(), w.serve.cfg.DrainTimeout.Milliseconds()
-	}
-	link.Send(w.holder, msg)
-	w.log.Info("upgrade: new worker ready; exiting", "handlers_left", len(w.handlers))
+	w.upgrade.spent = true
+	w.send(link.Msg{Type: link.ChildReady})
+	w.log.Info("upgrade: tableflip says the new worker is ready")
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sockhold/sockhold/handoff"
 	"github.com/sockhold/sockhold/holder/config"
+	"github.com/sockhold/sockhold/holder/evloop"
 	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/holder/logs"
 	"github.com/sockhold/sockhold/throttle"
@@ -36,13 +37,20 @@ type Worker struct {
 	adm       throttle.Admission
 	upg       *tableflip.Upgrader
 
-	gen     int  // assigned by the holder in the adopt message
-	adopted bool // no accepting before the older generations are counted
-	holder  int  // link to the holder
+	gen            int  // assigned by the holder in the adopt message
+	adopted        bool // no accepting before the older generations are counted
+	inheritedCount int
+	handedOver     bool       // an upgrade's successor takes the work; none is taken here
+	holder         *link.Conn // link to the holder; nil once it has gone
+	holderOut      bool       // the link is watched for room to send
+	reports        *link.Conn // reports to the holder, on a socket of their own
+	reportsOut     bool
+	holderGoneDone bool   // serve: the copies were stopped for a dead holder
+	report         report // what the holder hears at the end of this loop turn
 
-	poll     *poller
-	timer    *timer
-	wake     *waker
+	poll     *evloop.Poller
+	timer    *evloop.Timer
+	wake     *evloop.Waker
 	kinds    map[int]fdKind
 	handlers handlers
 	armed    bool
@@ -73,6 +81,7 @@ const (
 	kindTimer
 	kindWake
 	kindHolder
+	kindReports
 	kindNotify      // serve mode: sd_notify messages from the app
 	kindApp         // serve mode: the app's pidfd
 	kindServeTimer  // serve mode: readiness timer, ready deadline, restart
@@ -129,19 +138,26 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 	if w.listeners, err = inheritListeners(w.upg, fds.Listeners); err != nil {
 		return nil, err
 	}
-	if w.poll, err = newPoller(); err != nil {
+	if fds.Proto < link.Proto {
+		return nil, fmt.Errorf("this worker (link protocol %d) needs a holder that speaks it; the running holder speaks %d and cannot replace itself: restart sockhold once", link.Proto, fds.Proto)
+	}
+	if w.poll, err = evloop.NewPoller(); err != nil {
 		return nil, err
 	}
-	if w.timer, err = newTimer(); err != nil {
+	if w.timer, err = evloop.NewTimer(); err != nil {
 		return nil, err
 	}
-	if w.wake, err = newWaker(); err != nil {
+	if w.wake, err = evloop.NewWaker(); err != nil {
 		return nil, err
 	}
-	if w.holder, err = link.Dial(fds.Rendezvous); err != nil {
+	lfd, err := link.Dial(fds.Rendezvous)
+	if err != nil {
 		return nil, err
 	}
-	for fd, k := range map[int]fdKind{w.timer.fd: kindTimer, w.wake.fd: kindWake, w.holder: kindHolder} {
+	if w.holder, err = link.NewConn(lfd, nil); err != nil {
+		return nil, err
+	}
+	for fd, k := range map[int]fdKind{w.timer.FD: kindTimer, w.wake.FD: kindWake, w.holder.FD: kindHolder} {
 		if err := w.watch(fd, k); err != nil {
 			return nil, err
 		}
@@ -159,14 +175,15 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 }
 
 func (w *Worker) watch(fd int, k fdKind) error {
-	if err := w.poll.add(fd); err != nil {
+	if err := w.poll.Add(fd); err != nil {
 		return err
 	}
 	w.kinds[fd] = k
 	return nil
 }
 
-// track counts a live handler and watches its pidfd for its exit.
+// track counts a live handler and watches its pidfd for its exit; the
+// holder hears of an own handler at the end of this loop turn.
 func (w *Worker) track(h *handler) {
 	w.handlers[h.pidfd] = h
 	w.adm.Slots.Take()
@@ -179,30 +196,39 @@ func (w *Worker) handlerDone(pidfd int) {
 	h := w.handlers[pidfd]
 	delete(w.handlers, pidfd)
 	delete(w.kinds, pidfd)
-	w.poll.del(pidfd)
-	h.reap(w.log, w.logConns)
+	w.poll.Del(pidfd)
+	if h.reap(w.log, w.logConns) {
+		w.reapedProc(h.pid)
+	}
 	unix.Close(pidfd)
 	w.adm.Slots.Release()
 }
 
 func (w *Worker) run() int {
 	sigc := make(chan os.Signal, 4)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	// SIGPIPE is caught, never ignored (that would reach every handler):
+	// a log write to a stderr whose reader has gone must not end the worker.
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	go func() {
 		for s := range sigc {
-			if s == syscall.SIGHUP {
+			if s == syscall.SIGHUP || s == syscall.SIGPIPE {
 				continue // upgrades are the holder's to start
 			}
 			w.stopSignal.Store(s)
-			w.wake.wake()
+			w.wake.Wake()
 		}
 	}()
-	// Say hello before Ready: the holder knows this PID is a worker before
-	// the previous generation (if any) learns the upgrade succeeded.
-	if err := link.Send(w.holder, link.Msg{Type: link.Hello, Version: w.version}); err != nil {
-		w.log.Error("cannot reach holder", "error", err)
+	// Hello first: the holder takes this process for a worker only now,
+	// by what the kernel says about it, and only then hands it any work.
+	// Spawn mode: tableflip hears that this worker is ready only once the
+	// holder has handed it the count of every live handler (adopt).
+	rfd, err := w.openReports()
+	if err != nil {
+		w.log.Error("reports socket", "error", err)
 		return 1
 	}
+	w.send(link.Msg{Type: link.Hello, Version: w.version, Proto: link.Proto}, rfd)
+	unix.Close(rfd)
 	if w.serve != nil {
 		// Serve mode tells tableflip it is ready only once the app is.
 		if w.onDemand() {
@@ -210,29 +236,21 @@ func (w *Worker) run() int {
 		} else {
 			w.startCopies()
 		}
-	} else if err := w.upg.Ready(); err != nil {
-		// The previous worker died mid-upgrade: the holder, not tableflip,
-		// decides whether this worker takes over.
-		w.log.Warn("tableflip could not tell the previous worker", "error", err)
 	}
-	w.rearm()
-	if w.serve != nil {
-		w.serveRearm()
-	}
+	w.endTurn()
 	for !w.stopping {
-		ready, err := w.poll.wait()
+		ready, err := w.poll.Wait()
 		if err != nil {
 			w.log.Error("epoll", "error", err)
 			return 1
 		}
-		for _, fd := range ready {
-			w.dispatch(fd)
+		for _, r := range ready {
+			w.dispatch(r)
 		}
-		w.rearm()
-		if w.serve != nil {
-			w.serveRearm()
-		}
+		w.endTurn()
 	}
+	w.flushReport()
+	w.drainHolderQueue()
 	if w.serve != nil {
 		w.serve.einhorn.Close()
 	}
@@ -242,7 +260,31 @@ func (w *Worker) run() int {
 	return w.exitCode
 }
 
-func (w *Worker) dispatch(fd int) {
+// endTurn decides what to watch next and tells the holder what happened.
+func (w *Worker) endTurn() {
+	w.rearm()
+	if w.serve != nil {
+		w.serveRearm()
+	}
+	w.flushReport()
+}
+
+// drainHolderQueue gives the holder a moment to take what is still queued
+// before this worker exits (the link's end would lose it).
+func (w *Worker) drainHolderQueue() {
+	for deadline := time.Now().Add(time.Second); w.backlogged() && time.Now().Before(deadline); {
+		w.flushLink(w.reports, &w.reportsOut, false)
+		if w.holder != nil {
+			w.flushLink(w.holder, &w.holderOut, true)
+		}
+		if w.backlogged() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func (w *Worker) dispatch(r evloop.Ready) {
+	fd := r.FD
 	switch w.kinds[fd] {
 	case kindListener:
 		for _, l := range w.listeners {
@@ -253,19 +295,32 @@ func (w *Worker) dispatch(fd int) {
 	case kindHandler:
 		w.handlerDone(fd)
 	case kindTimer:
-		w.timer.fired()
+		w.timer.Fired()
 	case kindWake:
-		w.wake.drain()
+		w.wake.Drain()
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
 			if w.serve != nil {
-				w.stopAll()
+				// The holder enforces --drain-timeout on them.
+				w.send(link.Msg{Type: link.Drain, Drain: w.stopAll(), DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
 			}
 			w.stopping = true
 		}
 		w.upgradeFinished()
+	case kindReports:
+		if w.holder == nil || r.HangUp {
+			w.poll.Del(fd)
+			delete(w.kinds, fd)
+		} else if r.Writable {
+			w.flushLink(w.reports, &w.reportsOut, false)
+		}
 	case kindHolder:
-		w.fromHolder()
+		if r.Writable && w.holder != nil {
+			w.flushLink(w.holder, &w.holderOut, true)
+		}
+		if r.Readable {
+			w.fromHolder()
+		}
 	case kindNotify:
 		w.fromNotify()
 	case kindApp:
@@ -288,16 +343,16 @@ func (w *Worker) rearm() {
 	now := time.Now()
 	verdict, load := w.adm.Check()
 	paused := now.Before(w.acceptPausedUntil)
-	want := w.serve == nil && w.adopted && !w.stopping && !paused &&
+	want := w.serve == nil && w.adopted && !w.stopping && !paused && !w.handedOver && !w.backlogged() &&
 		(w.cfg.WhenFull == config.WhenFullReject || verdict == throttle.Admit)
 	if want != w.armed {
 		for _, l := range w.listeners {
 			if want {
-				if err := w.poll.add(l.FD); err != nil {
+				if err := w.poll.Add(l.FD); err != nil {
 					w.log.Error("watch listener", "listener", l.Addr, "error", err)
 				}
 			} else {
-				w.poll.del(l.FD)
+				w.poll.Del(l.FD)
 			}
 		}
 		w.armed = want
@@ -310,16 +365,16 @@ func (w *Worker) rearm() {
 	}
 	switch {
 	case w.stopping:
-		w.timer.disarm()
+		w.timer.Disarm()
 	case paused:
-		w.timer.arm(w.acceptPausedUntil.Sub(now))
+		w.timer.Arm(w.acceptPausedUntil.Sub(now))
 	case verdict == throttle.Overloaded && w.cfg.WhenFull == config.WhenFullQueue:
 		// The load average changes without any event here: look again
 		// on a timer so the queue never stalls while load is low.
 		w.log.Debug("load gate closed", "load", load, "limit", w.cfg.LoadAverage, "live", w.adm.Slots.Used())
-		w.timer.arm(w.cfg.LoadRecheck)
+		w.timer.Arm(w.cfg.LoadRecheck)
 	default:
-		w.timer.disarm()
+		w.timer.Disarm()
 	}
 }
 

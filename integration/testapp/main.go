@@ -105,7 +105,20 @@ func main() {
 			}
 		}(l)
 	}
-	time.Sleep(*readyDelay)
+	// A stop signal before it is ready stops it too, as a real server would.
+	var early os.Signal
+	select {
+	case <-time.After(*readyDelay):
+	case early = <-sigs:
+	}
+	if early != nil && early != syscall.SIGUSR1 && early != syscall.SIGWINCH {
+		record("signal before ready " + early.String())
+		for _, l := range lns {
+			l.Close()
+		}
+		wg.Wait()
+		return
+	}
 	// Recorded before it is announced: sockhold may act on READY=1 at once.
 	record("ready")
 	switch *ready {

@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -64,6 +65,8 @@ func main() {
 			d, _ = time.ParseDuration(args[1])
 		}
 		stream(n, d)
+	case "fake-control": // fake-control PATH: answer every request as a holder would, forged
+		fakeControl(args[0])
 	default:
 		fmt.Fprintln(os.Stderr, "testhandler: unknown mode", os.Args[1])
 		os.Exit(2)
@@ -140,4 +143,28 @@ func stream(n int, d time.Duration) {
 		}
 	}
 	w.Flush()
+}
+
+// fakeControl impersonates a holder on a control socket: every request is
+// answered with a forged success.
+func fakeControl(path string) {
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake-control:", err)
+		os.Exit(1)
+	}
+	os.Chmod(path, 0o777)
+	fmt.Println("listening")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			bufio.NewReader(c).ReadString('\n')
+			c.Write([]byte(`{"ok":true,"message":"upgraded","gen":99,"version":"forged","took_ms":1}` + "\n"))
+		}()
+	}
 }
