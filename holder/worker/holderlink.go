@@ -44,11 +44,11 @@ func (w *Worker) fromHolderMsg(m link.Msg, fds []int) {
 	case link.HandOver:
 		w.handOver()
 	case link.Resume:
-		if w.handedOver {
-			w.handedOver = false
+		if w.upgrade.resume() {
 			w.log.Info("the new worker failed; taking work again")
 		}
 	case link.Exit:
+		w.upgrade.exit()
 		w.log.Info("the new worker serves; exiting", "handlers_left", len(w.handlers))
 		w.stopping = true
 	case link.Refused:
@@ -135,7 +135,7 @@ func (w *Worker) handOver() {
 		w.stopping = true
 		return
 	}
-	w.handedOver = true
+	w.upgrade.handOver()
 	w.rearm() // stop watching the listeners before saying so
 	w.flushReport()
 	w.send(link.Msg{Type: link.HandedOver})

@@ -10,16 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockhold/sockhold/holder/config"
-	"github.com/sockhold/sockhold/holder/link"
 )
 
 // upgradeState is the worker's side of one upgrade: tableflip runs in a
 // goroutine (it blocks until the new worker is ready or has failed) and
 // hands its result to the event loop.
 type upgradeState struct {
-	running bool
-	spent   bool // tableflip started a successor that got ready: it cannot start another
-	result  chan error
+	handover
+	result chan error
 }
 
 // inheritListeners finds the listening sockets: from tableflip, by name,
@@ -85,15 +83,10 @@ func rawDup(f *os.File) (int, error) {
 // startUpgrade asks tableflip to start the binary now on disk. The loop
 // keeps serving meanwhile; the result arrives through upgradeFinished.
 func (w *Worker) startUpgrade() {
-	switch {
-	case w.upgrade.running:
-		w.send(link.Msg{Type: link.UpgradeFailed, Reason: "upgrade already in progress"})
-		return
-	case w.upgrade.spent:
-		w.send(link.Msg{Type: link.UpgradeFailed, Reason: "this worker already started a successor through tableflip"})
+	if start, refusal := w.upgrade.upgradeAsked(); !start {
+		w.send(refusal)
 		return
 	}
-	w.upgrade.running = true
 	w.upgrade.result = make(chan error, 1)
 	if w.onDemand() {
 		// tableflip gives the new worker this process's environment:
@@ -134,20 +127,17 @@ func (w *Worker) upgradeFinished() {
 	default:
 		return
 	}
-	w.upgrade.running = false
-	if err != nil {
-		if w.serve != nil {
-			w.restartFailed()
-		}
-		if w.handedOver {
-			w.log.Warn("upgrade failed after the handover", "error", err)
-		} else {
-			w.log.Warn("upgrade failed; still serving", "error", err)
-		}
-		w.send(link.Msg{Type: link.UpgradeFailed, Reason: err.Error()})
-		return
+	report := w.upgrade.tableflipDone(err)
+	switch {
+	case err == nil:
+		w.log.Info("upgrade: tableflip says the new worker is ready")
+	case w.upgrade.handedOver:
+		w.log.Warn("upgrade failed after the handover", "error", err)
+	default:
+		w.log.Warn("upgrade failed; still serving", "error", err)
 	}
-	w.upgrade.spent = true
-	w.send(link.Msg{Type: link.ChildReady})
-	w.log.Info("upgrade: tableflip says the new worker is ready")
+	if err != nil && w.serve != nil {
+		w.restartFailed()
+	}
+	w.send(report)
 }

@@ -40,7 +40,6 @@ type Worker struct {
 	gen            int  // assigned by the holder in the adopt message
 	adopted        bool // no accepting before the older generations are counted
 	inheritedCount int
-	handedOver     bool       // an upgrade's successor takes the work; none is taken here
 	holder         *link.Conn // link to the holder; nil once it has gone
 	holderOut      bool       // the link is watched for room to send
 	reports        *link.Conn // reports to the holder, on a socket of their own
@@ -343,7 +342,7 @@ func (w *Worker) rearm() {
 	now := time.Now()
 	verdict, load := w.adm.Check()
 	paused := now.Before(w.acceptPausedUntil)
-	want := w.serve == nil && w.adopted && !w.stopping && !paused && !w.handedOver && !w.backlogged() &&
+	want := w.serve == nil && w.adopted && !w.stopping && !paused && w.upgrade.takesWork() && !w.backlogged() &&
 		(w.cfg.WhenFull == config.WhenFullReject || verdict == throttle.Admit)
 	if want != w.armed {
 		for _, l := range w.listeners {
