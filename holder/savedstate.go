@@ -51,6 +51,7 @@ type savedState struct {
 	Notify     string          `json:"notify,omitempty"`
 	Signals    []int           `json:"signals,omitempty"` // taken before exec, for the new holder to act on
 	Refusals   int             `json:"refusals,omitempty"`
+	Fresh      bool            `json:"fresh,omitempty"` // a holder shedding its start-up: it starts, it does not resume
 	Core       core.State      `json:"core"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -105,6 +106,7 @@ func run(version string, configure func([]listen.Spec) (*config.Config, error)) 
 		return fail(ExitFailure, err)
 	}
 	log.Info("holder started", "pid", os.Getpid(), "binary", exe, "version", version, "control", h.control.path)
+	h.shedStartup()
 	return h.run(core.Started{}, nil)
 }
 
@@ -114,6 +116,9 @@ func newHolder(cfg *config.Config, log *slog.Logger, exe, version string, st cor
 	// (and its 4 MiB floor) would let it grow ten times that between
 	// collections, and resident memory with it.
 	debug.SetGCPercent(holderGCPercent)
+	// One goroutine does all the holder's work: one processor is enough,
+	// and each one costs memory of its own (caches, GC workers).
+	runtime.GOMAXPROCS(1)
 	h := &Holder{
 		cfg: cfg, log: log, exe: exe, version: version,
 		roles: map[int]fdRole{}, workers: map[int]*workerHandle{}, pending: map[int]link.Peer{},

@@ -317,7 +317,14 @@ func (h *Holder) readReports(w *workerHandle) {
 			continue
 		}
 		ids := h.newProcs(m.Started, fds)
-		h.feed(core.LinkMsg{Worker: w.id, Msg: m, ProcIDs: ids})
+		if h.feeding {
+			h.feed(core.LinkMsg{Worker: w.id, Msg: m, ProcIDs: ids})
+			continue
+		}
+		// Handled before feed returns (nothing else is queued): one event
+		// value serves every report, rather than one allocated for each.
+		h.reportEv = core.LinkMsg{Worker: w.id, Msg: m, ProcIDs: ids}
+		h.feed(&h.reportEv)
 	}
 }
 
@@ -329,7 +336,8 @@ func closeFDs(fds []int) {
 
 // newProcs keeps the pidfd of every process a worker reports starting.
 func (h *Holder) newProcs(started []link.Proc, fds []int) []int {
-	var ids []int
+	ids := h.idScratch[:0]
+	defer func() { h.idScratch = ids }()
 	for i, fd := range fds {
 		if i >= len(started) {
 			unix.Close(fd)

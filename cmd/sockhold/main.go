@@ -162,8 +162,8 @@ func main() {
 		os.Exit(worker.Main(version))
 	case len(os.Args) > 1 && os.Args[1] == holder.CheckArg:
 		os.Exit(holder.CheckMode())
-	case len(os.Args) > 1 && os.Args[1] == holder.ResumeArg:
-		os.Exit(holder.Resume(version, os.Args[2:]))
+	case holder.Resuming():
+		os.Exit(holder.Resume(version))
 	}
 	var c cli
 	parser, err := kong.New(&c,

@@ -58,6 +58,8 @@ func (c *Core) Handle(now time.Time, ev Event) []Action {
 		c.peerLinked(e)
 	case LinkMsg:
 		c.linkMsg(e)
+	case *LinkMsg:
+		c.linkMsg(*e) // the shell's reused one: reports come by the thousand
 	case LinkDown:
 		c.linkDown(e)
 	case SendFailed:

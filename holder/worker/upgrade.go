@@ -107,10 +107,24 @@ func (w *Worker) startUpgrade() {
 		if err := w.upg.WaitForParent(ctx); err != nil {
 			res <- fmt.Errorf("previous worker still running: %v", err)
 		} else {
-			res <- w.upg.Upgrade()
+			res <- upgradeOnceParentGone(w.upg)
 		}
 		w.wake.Wake()
 	}(w.upgrade.result)
+}
+
+// upgradeOnceParentGone runs tableflip's Upgrade. tableflip's own loop
+// learns that the parent has exited a moment after WaitForParent does (two
+// ready cases of one select), and meanwhile refuses with "parent hasn't
+// exited": so that answer is retried, for at most 100 ms.
+func upgradeOnceParentGone(upg *tableflip.Upgrader) error {
+	for i := 0; ; i++ {
+		err := upg.Upgrade()
+		if err == nil || err.Error() != "parent hasn't exited" || i == 100 {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // upgradeFinished collects tableflip's answer, if there is one. Success

@@ -94,6 +94,7 @@ func Main(version string) int {
 	// Inherited descriptors arrive without close-on-exec; mark them all at
 	// once so that no handler ever receives a listener, a pidfd or a link.
 	handoff.CloseOnExecFrom(3)
+	handoff.SetProcessName(os.Args[0])
 	cfg, fds, err := config.WorkerFromEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sockhold worker:", err)
