@@ -153,9 +153,11 @@ func (h *Holder) checkOutput() {
 
 func (h *Holder) checkExited() {
 	c := h.check
-	if ws, reaped, _ := reapHandle(c.pidfd); reaped {
-		c.exited, c.status = true, ws
+	ws, reaped, err := reapHandle(c.pidfd)
+	if !reaped && err == nil {
+		return // still running: an event for the number's previous owner
 	}
+	c.exited, c.status = true, ws
 	h.unwatch(c.pidfd)
 	h.checkDone()
 }
@@ -171,7 +173,7 @@ func (h *Holder) checkReaped(ws syscall.WaitStatus) {
 func (h *Holder) checkTimedOut() {
 	c := h.check
 	c.deadline = time.Time{}
-	signalHandle(c.pidfd, unix.SIGKILL, false, 0)
+	c.kill()
 	if !c.answered {
 		c.answered = true
 		h.feed(core.HolderChecked{Seq: c.seq, Err: fmt.Sprintf("no answer within %v in check mode", checkTimeout)})
@@ -181,12 +183,13 @@ func (h *Holder) checkTimedOut() {
 // abortCheck kills a check the upgrade no longer waits for; an exited one
 // left unreaped is reaped like any child.
 func (h *Holder) abortCheck() {
+	h.execWanted = false
 	c := h.check
 	if c == nil {
 		return
 	}
 	if !c.exited {
-		signalHandle(c.pidfd, unix.SIGKILL, false, 0)
+		c.kill()
 	}
 	c.answered = true
 	h.releaseCheck()
@@ -220,6 +223,10 @@ func (h *Holder) checkDone() {
 		h.releaseCheck() // kept only for the exec the core asked for
 	}
 }
+
+// kill ends the check process and anything it started: it leads its own
+// process group, and while it is unreaped the group's ID is its own.
+func (c *checkRun) kill() { signalHandle(c.pidfd, unix.SIGKILL, true, c.pid) }
 
 func (h *Holder) releaseCheck() {
 	c := h.check

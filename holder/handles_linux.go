@@ -31,6 +31,14 @@ func becomeSubreaper() error {
 // does: it cannot be reused until reaped).
 func alive(pidfd int) bool { return unix.PidfdSendSignal(pidfd, 0, nil, 0) == nil }
 
+// exited reports whether the process behind a pidfd has ended (its pidfd
+// is readable), whoever its parent is.
+func exited(pidfd int) bool {
+	p := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n == 1 && p[0].Revents&unix.POLLIN != 0
+}
+
 // signalHandle sends sig through a pidfd; group sends it to the process
 // group the process leads (handlers and apps lead their own), which needs
 // Linux 6.9: on older kernels groupFallback, if not 0, is used as the
@@ -177,4 +185,21 @@ func parentOf(pid int) int {
 	}
 	ppid, _ := strconv.Atoi(fields[1])
 	return ppid
+}
+
+// peerPidfdWorks reports whether the kernel gives a handle on a unix
+// socket's peer (SO_PEERPIDFD, Linux 6.5).
+func peerPidfdWorks() bool {
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	fd, err := unix.GetsockoptInt(p[0], unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
 }

@@ -14,7 +14,6 @@ package holder
 
 import (
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"time"
 
@@ -49,20 +48,24 @@ type Holder struct {
 	wake  *evloop.Waker
 	sigs  *signalQueue
 
-	roles    map[int]fdRole // every watched descriptor and what it is
-	recvBuf  *link.RecvBuffer
-	workers  map[int]*workerHandle
-	pending  map[int]link.Peer // rendezvous callers awaiting the core's word
-	procs    map[int]*procHandle
-	byPID    map[int][]int // proc IDs by PID, for reaping
-	relays   map[int]*relay
-	timers   map[core.Timer]time.Time
-	timerAt  time.Time // what the timerfd is set to
-	nextID   int
-	selfExe  fileID // the binary this holder runs
-	lastGood int    // a descriptor of the binary crashed workers restart from
-	check    *checkRun
-	refusals refusalLog
+	roles map[int]fdRole // every watched descriptor and what it is
+	// unwatched are descriptors in roles the kernel would not watch yet;
+	// they are offered again at watchRetryAt.
+	unwatched    map[int]bool
+	watchRetryAt time.Time
+	recvBuf      *link.RecvBuffer
+	workers      map[int]*workerHandle
+	pending      map[int]link.Peer // rendezvous callers awaiting the core's word
+	procs        map[int]*procHandle
+	byPID        map[int][]int // proc IDs by PID, for reaping
+	relays       map[int]*relay
+	timers       map[core.Timer]time.Time
+	timerAt      time.Time // what the timerfd is set to
+	nextID       int
+	selfExe      fileID // the binary this holder runs
+	lastGood     int    // a descriptor of the binary crashed workers restart from
+	check        *checkRun
+	refusals     refusalLog
 
 	queue      []core.Event // events waiting for the core
 	reportEv   core.LinkMsg // reused for reports (see readReports)
@@ -113,19 +116,60 @@ type procHandle struct {
 
 func (h *Holder) newID() int { h.nextID++; return h.nextID }
 
+// watch puts fd in the loop as kind. Should the kernel refuse (ENOMEM, or
+// fs.epoll.max_user_watches reached), fd keeps its role and is added again
+// every watchRetry until it takes: what it carries comes late, never not
+// at all.
 func (h *Holder) watch(fd int, kind fdKind, id int) error {
-	if err := h.poll.Add(fd); err != nil {
-		return err
-	}
 	h.roles[fd] = fdRole{kind, id}
-	return nil
+	err := h.poll.Add(fd)
+	if err != nil {
+		if h.unwatched == nil {
+			h.unwatched = make(map[int]bool)
+		}
+		h.unwatched[fd] = true
+		if h.watchRetryAt.IsZero() {
+			h.watchRetryAt = time.Now().Add(watchRetry)
+		}
+		h.log.Warn("cannot watch a descriptor; trying again", "fd", fd, "error", err, "retry", watchRetry.String())
+	}
+	return err
+}
+
+// watchRetry is how often descriptors the kernel would not watch are
+// offered again.
+const watchRetry = 100 * time.Millisecond
+
+// retryWatches offers the kernel every descriptor it refused again.
+func (h *Holder) retryWatches() {
+	h.watchRetryAt = time.Time{}
+	for fd := range h.unwatched {
+		if err := h.poll.Add(fd); err != nil {
+			continue
+		}
+		delete(h.unwatched, fd)
+		h.log.Info("descriptor watched", "fd", fd)
+		if r := h.roles[fd]; r.kind == fdLink {
+			if w := h.workers[r.id]; w != nil && w.conn != nil && w.conn.Pending() {
+				h.poll.Watch(fd, true, true)
+			}
+		}
+	}
+	if len(h.unwatched) > 0 {
+		h.watchRetryAt = time.Now().Add(watchRetry)
+	}
 }
 
 func (h *Holder) unwatch(fd int) {
-	if _, ok := h.roles[fd]; ok {
-		h.poll.Del(fd)
-		delete(h.roles, fd)
+	if _, ok := h.roles[fd]; !ok {
+		return
 	}
+	if h.unwatched[fd] {
+		delete(h.unwatched, fd)
+	} else {
+		h.poll.Del(fd)
+	}
+	delete(h.roles, fd)
 }
 
 // feed hands events to the core in order and carries out its actions. An
@@ -243,6 +287,5 @@ func (h *Holder) finish(status int) {
 	h.sockets = nil
 	h.closeControl()
 	h.done, h.exitStatus = true, status
-	os.Stderr.Sync()
 
 }

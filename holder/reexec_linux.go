@@ -12,6 +12,10 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockhold/sockhold/holder/core"
+	"github.com/sockhold/sockhold/holder/earlysig"
+	"github.com/sockhold/sockhold/holder/logs"
 )
 
 // The holder upgrades in place: once the new binary has passed its check,
@@ -24,6 +28,7 @@ import (
 func (h *Holder) save(nonce string) ([]byte, []int) {
 	now := time.Now()
 	st := savedState{
+		Prev:   -1,
 		Format: StateFormat, Nonce: nonce, Version: h.version, Config: json.RawMessage(h.cfg.Encode()),
 		Exe: h.exe, Started: h.started, NextID: h.nextID,
 		Rendezvous: h.rendezvous, RendName: h.rendezvousName, LastGood: h.lastGood,
@@ -59,6 +64,11 @@ func (h *Holder) save(nonce string) ([]byte, []int) {
 	for k, t := range h.timers {
 		st.Timers = append(st.Timers, savedTimer{Key: k, In: t.Sub(now)})
 	}
+	for _, w := range h.workers {
+		if !w.linkDownAt.IsZero() {
+			st.LinkDowns = append(st.LinkDowns, savedTimer{Key: core.Timer{ID: w.id}, In: w.linkDownAt.Sub(now)})
+		}
+	}
 	b, err := json.Marshal(st)
 	if err != nil {
 		panic(err) // plain data: cannot fail
@@ -72,6 +82,11 @@ func (h *Holder) reexec() {
 	c := h.check
 	if c == nil {
 		h.feed(coreExecFailed("no checked binary"))
+		return
+	}
+	// Only for the upgrade whose check this was, still waiting for it.
+	if u := h.core.Upgrade; u == nil || u.Phase != core.PhaseExec || u.Seq != c.seq {
+		h.releaseCheck()
 		return
 	}
 	err := h.execWithState(c.bin, false)
@@ -99,78 +114,109 @@ func (h *Holder) shedStartup() {
 // says the new process starts the holder rather than resuming one. It
 // returns only on failure, with everything as it was.
 func (h *Holder) execWithState(bin int, fresh bool) error {
-	pending, release := h.holdSignals()
-	b, fds := h.save("")
-	var st savedState
-	json.Unmarshal(b, &st)
-	st.Signals, st.Fresh = pending, fresh
-	b, _ = json.Marshal(st)
-	mem, err := memfdWith(b)
-	if err != nil {
-		release()
-		return err
+	// The binary running now, to go back to should the new one fail to
+	// resume (not for a fresh start: that is the same binary).
+	prev := -1
+	if !fresh {
+		if fd, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+			prev = fd
+			defer func() { unix.Close(prev) }() // reached only if exec fails
+		}
 	}
-	keep := append(fds, mem, bin)
+	release := h.holdSignals()
+	var pending []int
+	var mem int
+	var keep []int
+	for try := 0; ; try++ {
+		pending = append(pending, h.takeSignals()...)
+		b, fds := h.save("")
+		var st savedState
+		json.Unmarshal(b, &st)
+		st.Signals, st.Fresh, st.Prev = pending, fresh, prev
+		b, _ = json.Marshal(st)
+		var err error
+		if mem, err = memfdWith(b); err != nil {
+			h.requeue(pending)
+			release()
+			return err
+		}
+		// Signals taken while the state was written go in it too.
+		if more := h.takeSignals(); len(more) > 0 && try < 3 {
+			pending = append(pending, more...)
+			unix.Close(mem)
+			continue
+		} else {
+			pending = append(pending, more...)
+		}
+		keep = append(fds, mem, bin)
+		if prev >= 0 {
+			keep = append(keep, prev)
+		}
+		break
+	}
 	for _, fd := range keep {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
 	}
-	os.Stderr.Sync()
-	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d", ResumeEnv, mem, bin))
-	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", bin), os.Args, env)
+	logs.Flush(time.Second)
+	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d", earlysig.Env, mem, bin))
+	err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", bin), os.Args, env)
 	// Still here: execve failed and changed nothing.
 	for _, fd := range keep {
 		unix.CloseOnExec(fd)
 	}
 	unix.Close(mem)
+	h.requeue(pending)
 	release()
 	return err
 }
 
-// holdSignals keeps the signals that arrive around exec from ending the
-// new process or being lost. After execve a caught signal's disposition is
-// the default, which ends the process for most: so SIGHUP, SIGINT and
-// SIGTERM are set to be ignored (the new Go runtime respects an ignored
-// SIGHUP and SIGINT until it asks for them), and every signal the holder
-// takes is blocked on every thread, then what is pending is taken out and
-// handed to the new holder in its state. Blocked signals stay pending
-// across execve; the new holder asks for its signals at once.
-func (h *Holder) holdSignals() (pending []int, release func()) {
+// holdSignals readies the holder for exec. After execve a caught signal's
+// disposition is the default, which ends the process for most, so SIGHUP,
+// SIGINT and SIGTERM are set to be ignored (the new Go runtime respects an
+// ignored SIGHUP and SIGINT until it asks for them; SIGTERM it asks for in
+// the earlysig package's init) and the holder's signals are blocked on this
+// thread. What has arrived is taken (takeSignals) and handed to the new
+// holder in its state. What arrives on another thread in the last
+// microseconds before execve, or before the new holder asks for it, is
+// lost; a SIGTERM in the new holder's first ~1.5 ms ends it (README, "What
+// survives what").
+func (h *Holder) holdSignals() (release func()) {
 	runtime.LockOSThread()
 	set := blockedAroundExec(h.cfg.ServeForward())
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	var old unix.Sigset_t
-	allThreads := true
-	// Every thread: the Go runtime lets any of them take a signal.
-	// (Not where cgo runs, such as under the race detector: this thread
-	// only, and a signal other threads take in the next instants is lost.)
-	if _, _, e := syscall.AllThreadsSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK, uintptr(unsafe.Pointer(&set)), 0, 8, 0, 0); e != 0 {
-		allThreads = false
-	}
 	unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
-	// Let signals the runtime caught before this reach the queue.
+	// Let signals the runtime caught just before reach the queue.
 	time.Sleep(time.Millisecond)
-	for _, s := range h.sigs.take() {
-		pending = append(pending, int(s))
+	return func() {
+		unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+		signal.Notify(h.sigs.c, holderSignals(h.cfg.ServeForward())...)
+		runtime.UnlockOSThread()
 	}
-	for {
+}
+
+// takeSignals takes the signals queued and those pending for this thread.
+func (h *Holder) takeSignals() []int {
+	var out []int
+	for _, s := range h.sigs.take() {
+		out = append(out, int(s))
+	}
+	set := blockedAroundExec(h.cfg.ServeForward())
+	for i := 0; i < 64; i++ {
 		s := takePending(&set)
 		if s == 0 {
 			break
 		}
-		pending = append(pending, s)
+		out = append(out, s)
 	}
-	release = func() {
-		if allThreads {
-			syscall.AllThreadsSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_UNBLOCK, uintptr(unsafe.Pointer(&set)), 0, 8, 0, 0)
-		}
-		unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
-		signal.Notify(h.sigs.c, holderSignals(h.cfg.ServeForward())...)
-		runtime.UnlockOSThread()
-		for _, s := range pending {
-			h.sigs.push(syscall.Signal(s))
-		}
+	return out
+}
+
+// requeue puts signals taken for an exec that failed back in the queue.
+func (h *Holder) requeue(sigs []int) {
+	for _, s := range sigs {
+		h.sigs.push(syscall.Signal(s))
 	}
-	return pending, release
 }
 
 // blockedAroundExec: the signals the holder takes, and those whose default

@@ -3,6 +3,8 @@ package holder
 import (
 	"fmt"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,23 +13,25 @@ import (
 	"github.com/sockhold/sockhold/handoff/listen"
 	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/core"
+	"github.com/sockhold/sockhold/holder/earlysig"
 	"github.com/sockhold/sockhold/holder/link"
 	"github.com/sockhold/sockhold/holder/logs"
 )
 
 // Resume is a holder that has just re-executed itself: it takes back every
-// descriptor the state names and goes on where the old binary left off.
+// descriptor the state names and goes on where the old binary left off. If
+// the new binary cannot (an error, a panic in its restore), it execs the
+// binary it replaced, with the same state, and that one goes on and
+// reports the upgrade failed: the sockets never close for a bad build.
 func Resume(version string) int {
+	defer logs.Flush(time.Second)
+	resumeFDs, earlySignals, _ := earlysig.Resume()
 	var stateFD, binFD int
+	fallback := strings.HasSuffix(resumeFDs, ",fallback")
 	if _, err := fmt.Sscanf(resumeFDs, "%d,%d", &stateFD, &binFD); err != nil {
-		return fail(ExitUsage, fmt.Errorf("%s=%q: want the state and binary descriptors", ResumeEnv, resumeFDs))
+		return fail(ExitUsage, fmt.Errorf("%s=%q: want the state and binary descriptors", earlysig.Env, resumeFDs))
 	}
-	unix.Close(binFD)
 	b, err := readAllAt(stateFD)
-	unix.Close(stateFD)
-	if err == nil {
-		handoff.CloseOnExecFrom(3)
-	}
 	var st *savedState
 	if err == nil {
 		st, err = decodeState(b)
@@ -41,24 +45,71 @@ func Resume(version string) int {
 		// of memory corruption. The sockets close with this process.
 		return fail(ExitFailure, fmt.Errorf("resume the holder: %v", err))
 	}
+	handoff.CloseOnExecFrom(3)
 	handoff.SetProcessName(st.Exe)
-	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "holder")
-	h, err := newHolder(cfg, log, st.Exe, version, st.Core)
+	h, err := resumeHolder(st, cfg, version, earlySignals, fallback)
 	if err != nil {
-		return fail(ExitFailure, err)
+		fmt.Fprintf(os.Stderr, "sockhold: this binary (version %s) cannot resume the holder: %v\n", version, err)
+		if st.Prev >= 0 && !fallback {
+			backToPrevious(st, stateFD)
+		}
+		return ExitFailure
 	}
-	h.restore(st)
-	h.sigs = newSignalQueue(earlySignals, holderSignals(cfg.ServeForward()), h.wake)
-	if err := h.watchAll(); err != nil {
-		return fail(ExitFailure, err)
+	unix.Close(stateFD)
+	unix.Close(binFD)
+	if st.Prev >= 0 && st.Prev != binFD { // after a fall-back, they are one
+		unix.Close(st.Prev)
 	}
-	h.watchRestored()
-	if st.Fresh {
+	switch {
+	case st.Fresh:
 		return h.run(core.Started{}, st.Signals)
+	case fallback:
+		h.log.Error("the new binary could not resume the holder; this one, which it replaced, goes on", "version", version)
+		return h.run(core.HolderExecFailed{Err: "the new binary could not resume the holder (its error is logged)"}, st.Signals)
 	}
-	log.Info("holder resumed", "pid", os.Getpid(), "binary", h.exe, "version", version, "from_version", st.Version,
+	h.log.Info("holder resumed", "pid", os.Getpid(), "binary", h.exe, "version", version, "from_version", st.Version,
 		"handles", len(h.procs), "workers", len(h.workers))
 	return h.run(core.Resumed{}, st.Signals)
+}
+
+// resumeHolder builds the holder from the state; a panic is an error too.
+func resumeHolder(st *savedState, cfg *config.Config, version string, sigs chan os.Signal, fallback bool) (h *Holder, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			h, err = nil, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	if v := os.Getenv(resumeFailEnv); v != "" && v == version && !fallback {
+		return nil, fmt.Errorf("%s=%s", resumeFailEnv, v)
+	}
+	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "holder")
+	if h, err = newHolder(cfg, log, st.Exe, version, st.Core); err != nil {
+		return nil, err
+	}
+	h.restore(st)
+	h.sigs = newSignalQueue(sigs, holderSignals(cfg.ServeForward()), h.wake)
+	if err := h.watchAll(); err != nil {
+		return nil, err
+	}
+	h.watchRestored()
+	return h, nil
+}
+
+// resumeFailEnv is a test-only setting: a holder of this version fails to
+// resume, so the integration tests can see the fall-back to the binary it
+// replaced. It has no use in production.
+const resumeFailEnv = "SOCKHOLD_TEST_RESUME_FAIL"
+
+// backToPrevious execs the binary this one replaced with the same state.
+func backToPrevious(st *savedState, stateFD int) {
+	keep := append(st.fds(), stateFD, st.Prev)
+	for _, fd := range keep {
+		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+	}
+	logs.Flush(time.Second)
+	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d,fallback", earlysig.Env, stateFD, st.Prev))
+	err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", st.Prev), os.Args, env)
+	fmt.Fprintf(os.Stderr, "sockhold: cannot go back to the previous binary: %v\n", err)
 }
 
 func readAllAt(fd int) ([]byte, error) {
@@ -125,6 +176,11 @@ func (h *Holder) restore(st *savedState) {
 	}
 	for _, t := range st.Timers {
 		h.timers[t.Key] = now.Add(t.In)
+	}
+	for _, t := range st.LinkDowns {
+		if w := h.workers[t.Key.ID]; w != nil {
+			w.linkDownAt = now.Add(t.In)
+		}
 	}
 }
 

@@ -46,7 +46,9 @@ type savedState struct {
 	Workers    []savedWorker   `json:"workers"`
 	Procs      []savedProc     `json:"procs"`
 	LastGood   int             `json:"last_good"`
+	Prev       int             `json:"prev"` // the binary being replaced, to go back to (-1: none)
 	Relays     []*relay        `json:"relays,omitempty"`
+	LinkDowns  []savedTimer    `json:"link_downs,omitempty"` // workers whose link closed, by ID (Key.ID)
 	Timers     []savedTimer    `json:"timers,omitempty"`
 	Notify     string          `json:"notify,omitempty"`
 	Signals    []int           `json:"signals,omitempty"` // taken before exec, for the new holder to act on

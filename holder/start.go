@@ -52,6 +52,7 @@ func Serve(o config.Serve, version string) int {
 }
 
 func run(version string, configure func([]listen.Spec) (*config.Config, error)) int {
+	defer logs.Flush(time.Second) // every line logged reaches stderr before exit
 	handoff.CloseOnExecFrom(3)
 	inh, err := listen.InheritFromEnv()
 	if err != nil {
@@ -155,6 +156,7 @@ func settingsOf(cfg *config.Config) core.Settings {
 	if sv := cfg.Serve; sv != nil {
 		s.Serve, s.DrainTimeout, s.StopSignal = true, sv.DrainTimeout, syscall.Signal(sv.StopSignal)
 	}
+	s.HolderSpawnsSuccessors = !peerPidfdWorks()
 	return s
 }
 

@@ -35,6 +35,8 @@ func (h *Holder) next() time.Time {
 	}
 	earliest(h.rendezvousOff)
 	earliest(h.reportsDue)
+	earliest(h.watchRetryAt)
+	earliest(h.refusals.due())
 	for _, w := range h.workers {
 		earliest(w.linkDownAt)
 	}
@@ -91,5 +93,9 @@ func (h *Holder) timersDue() {
 	}
 	if !h.rendezvousOff.IsZero() && !h.rendezvousOff.After(now) {
 		h.resumeRendezvous()
+	}
+	h.refusals.deadline(h.log, now)
+	if !h.watchRetryAt.IsZero() && !h.watchRetryAt.After(now) {
+		h.retryWatches()
 	}
 }

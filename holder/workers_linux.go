@@ -17,15 +17,18 @@ import (
 
 // spawnWorker starts a worker: from the binary that last served (a crashed
 // worker is never restarted from a broken binary someone left on disk), or
-// from the binary on disk for an upgrade. The worker gets the listeners at
+// for an upgrade from the binary the holder runs. The worker gets the listeners at
 // known descriptors; the holder keeps its pidfd from clone.
 func (h *Holder) spawnWorker(a core.SpawnWorker) {
 	fail := func(err error) {
 		h.feed(core.WorkerSpawnFailed{Successor: a.Successor, Err: err.Error()})
 	}
 	bin := h.lastGood
-	if a.FromDisk {
-		fd, err := unix.Open(h.exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if a.Successor {
+		// An upgrade: the binary this holder runs now, the one it checked
+		// and re-executed (or found to be the same), whatever is at the
+		// path since.
+		fd, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			fail(err)
 			return
@@ -109,9 +112,7 @@ func (h *Holder) pauseRendezvous(err error) {
 
 func (h *Holder) resumeRendezvous() {
 	h.rendezvousOff = time.Time{}
-	if err := h.watch(h.rendezvous, fdRendezvous, 0); err != nil {
-		h.pauseRendezvous(err)
-	}
+	h.watch(h.rendezvous, fdRendezvous, 0) // refused, it is offered again
 }
 
 // peerLinked gathers the facts about a caller, all through handles: its
@@ -120,12 +121,9 @@ func (h *Holder) resumeRendezvous() {
 // trusted only because its pidfd showed it alive afterwards.
 func (h *Holder) peerLinked(p link.Peer) {
 	ev := core.PeerLinked{Link: h.newID(), PID: p.PID, UIDOK: p.UID == os.Geteuid()}
-	if p.Pidfd < 0 {
-		// Kernels before 6.5 give no SO_PEERPIDFD.
-		if fd, err := unix.PidfdOpen(p.PID, 0); err == nil {
-			p.Pidfd = fd
-		}
-	}
+	// Kernels before 6.5 give no SO_PEERPIDFD: such a caller can only be
+	// a worker the holder started itself (its PID is that of the holder's
+	// own unreaped child), never a successor (see peerPidfdWorks).
 	ev.HasPidfd = p.Pidfd >= 0
 	for _, w := range h.workers {
 		if w.pid == p.PID && w.conn == nil && alive(w.pidfd) {
@@ -355,7 +353,12 @@ func (h *Holder) newProcs(started []link.Proc, fds []int) []int {
 // before it died is read first (its last report, its drain list), then it
 // is reaped if it is the holder's child.
 func (h *Holder) workerGone(w *workerHandle) {
-	ws, reaped, _ := reapHandle(w.pidfd)
+	ws, reaped, err := reapHandle(w.pidfd)
+	if !reaped && (err == nil || !exited(w.pidfd)) {
+		// Still running: the event was for the descriptor number's
+		// previous owner, closed and reused earlier in this turn.
+		return
+	}
 	if !reaped {
 		ws = 0
 	}
@@ -386,10 +389,12 @@ func (h *Holder) forgetWorker(id int) {
 	if w.conn != nil {
 		h.unwatch(w.conn.FD)
 		w.conn.Close()
+		w.conn = nil
 	}
 	if w.reports != nil {
 		h.unwatch(w.reports.FD)
 		w.reports.Close()
+		w.reports = nil
 	}
 }
 
@@ -424,6 +429,12 @@ func (h *Holder) flushLink(w *workerHandle) {
 		return
 	}
 	if err := w.conn.Flush(); err != nil {
+		// What still waits cannot go either; the link is read on, for
+		// what the worker sent before it failed.
+		w.conn.Drop()
+		if !w.linkEOF {
+			h.poll.Watch(w.conn.FD, true, false)
+		}
 		h.feed(core.SendFailed{Worker: w.id, Err: err.Error()})
 		return
 	}

@@ -17,10 +17,16 @@ import (
 // The holder logs to a stderr whose reader has gone (sockhold ... 2>&1 |
 // logger, a log shipper that restarts): it must not die of SIGPIPE and
 // take every listener with it, not even when its parent ignores SIGPIPE.
+// A reader that stays but stops reading (the pipe full) must not stall
+// sockhold either: lines are dropped, connections are served.
 func TestHolderSurvivesAGoneLogReader(t *testing.T) {
-	for _, c := range []struct{ name, wrap string }{
-		{"plain", ""},
-		{"parent ignores SIGPIPE", `trap "" PIPE; exec "$0" "$@"`},
+	for _, c := range []struct {
+		name, wrap string
+		stall      bool
+	}{
+		{"plain", "", false},
+		{"parent ignores SIGPIPE", `trap "" PIPE; exec "$0" "$@"`, false},
+		{"reader stalls", "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctlPath := controlPath(t)
@@ -61,8 +67,14 @@ func TestHolderSurvivesAGoneLogReader(t *testing.T) {
 			if addr == "" {
 				t.Fatal("sockhold never said where it listens")
 			}
-			r.Close() // the log reader goes away
-			for i := 0; i < 5; i++ {
+			conns := 5
+			if c.stall {
+				conns = 1500 // some 3000 log lines: far more than a pipe holds
+				defer r.Close()
+			} else {
+				r.Close() // the log reader goes away
+			}
+			for i := 0; i < conns; i++ {
 				if got, err := roundTrip(t, addr, ""); err != nil || got != "hi\n" {
 					t.Fatalf("connection %d after the log reader left: %q %v", i, got, err)
 				}

@@ -274,3 +274,35 @@ func TestSignalsDuringHolderReplacement(t *testing.T) {
 		assertGone(t, "check process", check)
 	})
 }
+
+// A new binary that passes its check but then cannot resume the holder (a
+// bug in its restore) goes back to the binary it replaced, with the same
+// state: the holder keeps its PID and sockets, traffic goes on, and
+// `upgrade --wait` says the upgrade failed.
+func TestNewHolderThatCannotResumeGoesBack(t *testing.T) {
+	exe := installSockhold(t, sockholdBin)
+	in := startWith(t, startOpts{exe: exe, env: []string{"SOCKHOLD_TEST_RESUME_FAIL=it-2"}},
+		"--listen", "tcp://127.0.0.1:0", "--processes", "4", "--", handlerBin, "version")
+	inode := listenInode(t, portOf(in.addr(0)))
+	l := startLoad(t, in.addr(0), 4, checkVersionReply)
+	l.waitSeen(t, "it-1 1\n", 10*time.Second)
+	swapBinary(t, exe, sockholdB)
+	code, _, errOut := ctl(t, in, "upgrade", "--wait")
+	if code != 1 || !strings.Contains(errOut, "could not resume the holder") {
+		t.Fatalf("upgrade to a binary that cannot resume: exit %d %q", code, errOut)
+	}
+	l.waitServed(t, 20, 10*time.Second)
+	if _, errs := l.finish(); len(errs) > 0 {
+		t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+	}
+	st := statusOf(t, in)
+	if st.HolderPID != in.pid() || st.Version != "it-1" || st.Generation != 1 {
+		t.Fatalf("after going back: %+v", st)
+	}
+	if got := listenInode(t, portOf(in.addr(0))); got != inode {
+		t.Fatalf("listener inode changed from %s to %s", inode, got)
+	}
+	if code := in.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("exit status %d", code)
+	}
+}

@@ -14,6 +14,9 @@ import (
 	_ "github.com/sockhold/sockhold/handoff/listenpid"
 	"github.com/sockhold/sockhold/holder"
 	"github.com/sockhold/sockhold/holder/config"
+	// A re-executed holder asks for its signals in this package's init,
+	// which runs before holder's because holder imports it.
+	"github.com/sockhold/sockhold/holder/earlysig"
 	"github.com/sockhold/sockhold/holder/worker"
 )
 
@@ -155,6 +158,8 @@ type cli struct {
 	Stop    stopCmd          `cmd:"" help:"Stop the running sockhold (as SIGTERM)."`
 }
 
+func resuming() bool { _, _, ok := earlysig.Resume(); return ok }
+
 func main() {
 	// The roles sockhold gives its own binary, named by the argv it writes.
 	switch {
@@ -162,7 +167,7 @@ func main() {
 		os.Exit(worker.Main(version))
 	case len(os.Args) > 1 && os.Args[1] == holder.CheckArg:
 		os.Exit(holder.CheckMode())
-	case holder.Resuming():
+	case resuming():
 		os.Exit(holder.Resume(version))
 	}
 	var c cli

@@ -11,12 +11,11 @@ import (
 type Action interface{ action() }
 
 // SpawnWorker starts a worker process: from the binary that last served
-// (a restart), or from the binary on disk (an upgrade whose worker can no
-// longer start its successor itself). The shell answers WorkerSpawned or
-// WorkerSpawnFailed.
+// (a restart), or, for an upgrade whose successor the holder starts itself,
+// from the binary the holder now runs (the one it just checked). The shell
+// answers WorkerSpawned or WorkerSpawnFailed.
 type SpawnWorker struct {
 	Successor  bool
-	FromDisk   bool
 	AppRunning bool // serve --on-demand: an app of the generation it replaces runs
 }
 

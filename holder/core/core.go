@@ -17,6 +17,11 @@ type Settings struct {
 	StopSignal     syscall.Signal
 	RestartMin     time.Duration // a crashed worker is restarted after this, doubling
 	RestartMax     time.Duration // up to this while it keeps failing to serve
+	// HolderSpawnsSuccessors: the kernel gives no handle on a process that
+	// connects (SO_PEERPIDFD, Linux 6.5), so tableflip's child cannot be
+	// told from another process by the kernel's word; the holder starts
+	// every upgrade's new worker itself.
+	HolderSpawnsSuccessors bool
 }
 
 // Core is the lifecycle. Handle is its only entry point; it is not safe for
@@ -120,8 +125,8 @@ func (c *Core) timer(k Timer) {
 		}
 	case TimerServeDeadline:
 		if w := c.Workers[k.ID]; w != nil && w.Deadline == k.Seq && !w.Serving && !w.Leaving {
-			c.log.Warn("worker did not start serving within --upgrade-timeout; killing it", "pid", w.PID)
-			c.do(Kill{Worker: w.ID, Sig: syscall.SIGKILL})
+			c.log.Warn("worker did not start serving within --upgrade-timeout; stopping it", "pid", w.PID)
+			c.dismiss(w)
 		}
 	case TimerUpgrade:
 		if u := c.Upgrade; u != nil && u.Seq == k.ID {
@@ -160,3 +165,15 @@ func (c *Core) control(e ControlAsk) {
 }
 
 func (c *Core) current() *Worker { return c.Workers[c.Current] }
+
+// dismiss stops a worker that will not serve: SIGTERM first, so that it
+// stops and reports whatever it started (serve mode: its copies), SIGKILL
+// after --kill-grace.
+func (c *Core) dismiss(w *Worker) {
+	if w.Leaving {
+		return
+	}
+	w.Leaving = true
+	c.do(Kill{Worker: w.ID, Sig: syscall.SIGTERM})
+	c.arm(TimerKillWorker, w.ID, c.cfg.KillGrace)
+}

@@ -27,8 +27,17 @@ func (c *Core) index() map[ownedKey]int {
 
 // procsReported records what a worker started (each with the pidfd the
 // shell holds as ProcIDs[i]) and what it reaped.
+//
+// Exits first: within one report an exit always came first (a process just
+// started cannot be reaped before the worker's next wait), and a PID the
+// worker reaped may have been given to a handler it then started.
 func (c *Core) procsReported(w *Worker, m link.Msg, ids []int) {
 	idx := c.index()
+	for _, pid := range m.Exited {
+		if id, ok := idx[ownedKey{w.ID, pid}]; ok {
+			c.dropProc(id)
+		}
+	}
 	for i, s := range m.Started {
 		if i >= len(ids) {
 			break
@@ -38,16 +47,19 @@ func (c *Core) procsReported(w *Worker, m link.Msg, ids []int) {
 		c.Procs[p.ID] = p
 		idx[ownedKey{w.ID, s.PID}] = p.ID
 	}
-	for _, pid := range m.Exited {
-		if id, ok := idx[ownedKey{w.ID, pid}]; ok {
-			c.dropProc(id)
-		}
-	}
 	if k := m.Counts; k != nil {
 		c.Totals.Accepted += k.Accepted
 		c.Totals.Rejected += k.Rejected
 		c.Totals.SpawnFailures += k.SpawnFailures
 	}
+}
+
+// orphan makes the holder p's parent (its worker has gone).
+func (c *Core) orphan(p *Proc) {
+	if c.byOwner != nil {
+		delete(c.byOwner, ownedKey{p.Owner, p.PID})
+	}
+	p.Owner = 0
 }
 
 func (c *Core) dropProc(id int) {

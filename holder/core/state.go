@@ -43,6 +43,7 @@ type Worker struct {
 	Spent      bool      `json:"spent,omitempty"`       // its tableflip cannot start another successor
 	HandedOver bool      `json:"handed_over,omitempty"` // it takes no more work
 	Leaving    bool      `json:"leaving,omitempty"`     // told to exit, or signalled to stop
+	Killed     bool      `json:"killed,omitempty"`      // sent SIGKILL: its link failed
 	Started    time.Time `json:"started"`
 	Deadline   int       `json:"deadline,omitempty"` // seq of its serve deadline
 }
@@ -98,8 +99,9 @@ type UpgradeResult struct {
 
 // Stop is a stop in progress.
 type Stop struct {
-	Signal string    `json:"signal"`
-	Phase  StopPhase `json:"phase"`
+	Signal     string    `json:"signal"`
+	Phase      StopPhase `json:"phase"`
+	ToldOthers bool      `json:"told_others,omitempty"`
 }
 
 // StopPhase is how far a stop has gone; a second stop signal, or a timer,

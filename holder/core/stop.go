@@ -15,9 +15,12 @@ const sweepEvery = 100 * time.Millisecond
 // --on-stop says.
 func (c *Core) stop(sig syscall.Signal) {
 	if s := c.Stop; s != nil {
-		if len(c.Workers) == 0 && s.Phase >= StopWait && s.Phase < StopKill {
+		switch {
+		case len(c.Workers) == 0 && s.Phase >= StopWait && s.Phase < StopKill:
 			c.log.Warn("repeated stop signal: hurrying", "signal", sig.String())
 			c.enterPhase(s.Phase + 1)
+		case len(c.Workers) > 0:
+			c.log.Info("repeated stop signal: the workers are still stopping (each is killed after --kill-grace)", "signal", sig.String())
 		}
 		return
 	}
@@ -118,10 +121,17 @@ func (c *Core) sweep(sig syscall.Signal) {
 // childrenLeft ends the stop once no worker and no child at all is left.
 func (c *Core) childrenLeft(n int) {
 	s := c.Stop
-	if s == nil || len(c.Workers) > 0 || s.Phase == StopWorkers || n > 0 {
+	if s == nil || len(c.Workers) > 0 || s.Phase == StopWorkers {
 		return
 	}
-	c.finish()
+	if others := n - len(c.Procs); others > 0 && !s.ToldOthers {
+		// Said once: a stop that seems to wait for nothing waits for these.
+		s.ToldOthers = true
+		c.log.Info("also waiting for processes handlers left behind (reparented to sockhold)", "count", others)
+	}
+	if n == 0 {
+		c.finish()
+	}
 }
 
 func (c *Core) finish() {

@@ -22,7 +22,7 @@ func TestStopDuringUpgradeAndUpgradeDuringStop(t *testing.T) {
 	if rep.OK || !strings.Contains(rep.Error, "stopping") {
 		t.Fatalf("waiter told %+v", rep)
 	}
-	mustHave(t, a, Kill{Worker: nw, Sig: syscall.SIGKILL}, Kill{Worker: old, Sig: syscall.SIGTERM})
+	mustHave(t, a, Kill{Worker: nw, Sig: syscall.SIGTERM}, Kill{Worker: old, Sig: syscall.SIGTERM})
 	if rep, _ := replyOf(r.ev(ControlAsk{Ctl: 9, Verb: "upgrade"}), 9); rep.OK || !strings.Contains(rep.Error, "stopping") {
 		t.Fatalf("upgrade during stop: %+v", rep)
 	}
@@ -136,8 +136,14 @@ func TestWorkerThatNeverServesIsReplaced(t *testing.T) {
 	r := newRig(t, spawnSettings)
 	r.ev(Started{})
 	w := r.spawned(10, false)
+	mustHave(t, r.fire(TimerServeDeadline), Kill{Worker: w, Sig: syscall.SIGTERM})
+	mustHave(t, r.fire(TimerKillWorker), Kill{Worker: w, Sig: syscall.SIGKILL})
+	// A wedged one (its link full) is killed at once.
 	mustHave(t, r.ev(SendFailed{Worker: w, Err: "EPIPE"}), Kill{Worker: w, Sig: syscall.SIGKILL})
-	mustHave(t, r.fire(TimerServeDeadline), Kill{Worker: w, Sig: syscall.SIGKILL})
+	// Every later send fails too: one kill, not one per message.
+	if a := r.ev(SendFailed{Worker: w, Err: "EPIPE"}); len(a) != 0 {
+		t.Fatalf("a second failed send: %s", show(a))
+	}
 	r.ev(WorkerExited{Worker: w})
 	mustHave(t, r.fire(TimerRestart), SpawnWorker{})
 }
@@ -181,4 +187,23 @@ func TestLedgerCountsOnlyReportedHandlers(t *testing.T) {
 		}
 	}
 	t.Fatal("no adopt")
+}
+
+// One report in which a handler was reaped and its PID given to a new one:
+// the dead one leaves the ledger, the live one stays.
+func TestReportWithAReusedPID(t *testing.T) {
+	r := newRig(t, spawnSettings)
+	w := r.running()
+	old := r.started(w, false, 4242)
+	id := r.id()
+	r.msg(w, link.Msg{Type: link.Procs, Exited: []int{4242}, Started: []link.Proc{{PID: 4242}}}, id)
+	if r.c.Procs[old[0]] != nil || r.c.Procs[id] == nil {
+		t.Fatalf("ledger after a reused PID: %+v", r.c.Procs)
+	}
+	// The worker dies: the live handler is the holder's, and its index
+	// entry under the dead worker is gone.
+	r.ev(WorkerExited{Worker: w})
+	if r.c.Procs[id].Owner != 0 || len(r.c.index()) != 0 {
+		t.Fatalf("after the worker's exit: %+v, index %v", r.c.Procs[id], r.c.index())
+	}
 }

@@ -98,12 +98,12 @@ func (c *Core) startWorkerUpgrade() {
 		c.failUpgrade("the worker exited during the upgrade")
 		return
 	}
-	if cur.Spent {
+	if cur.Spent || c.cfg.HolderSpawnsSuccessors {
 		u.ViaHolder = true
-		c.spawn(SpawnWorker{Successor: true, FromDisk: true, AppRunning: c.anyAppRunning()})
+		c.spawn(SpawnWorker{Successor: true, AppRunning: c.anyAppRunning()})
 		return
 	}
-	c.do(Send{Worker: cur.ID, Msg: link.Msg{Type: link.Upgrade}})
+	c.do(Send{Worker: cur.ID, Msg: link.Msg{Type: link.Upgrade, Seq: u.Seq}})
 }
 
 // childReady: tableflip in the old worker says its child is ready. From a
@@ -111,16 +111,19 @@ func (c *Core) startWorkerUpgrade() {
 // (spawn) or once it serves (serve); a binary that says so without having
 // linked is not one, and the old worker, whose tableflip is now used up,
 // keeps serving.
-func (c *Core) childReady(w *Worker) {
+func (c *Core) childReady(w *Worker, seq int) {
 	w.Spent = true
 	u := c.Upgrade
-	if u == nil || w.ID != u.Old {
+	if u == nil || w.ID != u.Old || seq != u.Seq {
 		return
 	}
 	nw := c.Workers[u.New]
 	switch {
 	case nw == nil:
+		// Not a successor: whatever it is, it holds the listeners and
+		// nobody knows it but the worker that started it.
 		c.failUpgrade("the new binary told tableflip it was ready but never linked to the holder")
+		c.do(Send{Worker: w.ID, Msg: link.Msg{Type: link.KillChild}})
 	case !c.cfg.Serve && !w.HandedOver:
 		c.failUpgrade("the new worker told tableflip it was ready before it was handed the work")
 	}
@@ -151,10 +154,11 @@ func (c *Core) handedOver(w *Worker) {
 	}
 }
 
-func (c *Core) upgradeFailedReport(w *Worker, reason string) {
+func (c *Core) upgradeFailedReport(w *Worker, reason string, seq int) {
 	u := c.Upgrade
 	switch {
-	case u == nil:
+	case u == nil, w.ID == u.Old && seq != u.Seq:
+		// An upgrade that has already ended, as the holder saw it.
 		c.log.Info("worker reports a failed upgrade", "pid", w.PID, "reason", reason)
 	case w.ID == u.New:
 		// The new worker's own account (its app never got ready) says
@@ -227,12 +231,11 @@ func (c *Core) failUpgrade(reason string) {
 		return
 	}
 	c.Upgrade = nil
-	if u.Phase == PhaseCheck {
-		c.do(AbortCheck{})
+	if u.Phase == PhaseCheck || u.Phase == PhaseExec {
+		c.do(AbortCheck{}) // and no re-execution for it
 	}
-	if nw := c.Workers[u.New]; nw != nil && !nw.Leaving {
-		nw.Leaving = true
-		c.do(Kill{Worker: nw.ID, Sig: syscall.SIGKILL})
+	if nw := c.Workers[u.New]; nw != nil {
+		c.dismiss(nw)
 	}
 	if old := c.Workers[u.Old]; old != nil && old.HandedOver && !old.Leaving && !c.cfg.Serve {
 		old.HandedOver = false

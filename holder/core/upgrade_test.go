@@ -74,7 +74,7 @@ func TestReadyWithoutLinkFailsAndNextUpgradeGoesThroughTheHolder(t *testing.T) {
 	r := newRig(t, spawnSettings)
 	old := r.running()
 	r.upgradeToWorkerPhase(7)
-	a := r.msg(old, link.Msg{Type: link.ChildReady})
+	a := r.msg(old, link.Msg{Type: link.ChildReady, Seq: r.c.UpgradeSeq})
 	rep, ok := replyOf(a, 7)
 	if !ok || rep.OK || !strings.Contains(rep.Error, "never linked") {
 		t.Fatalf("reply %+v", rep)
@@ -83,19 +83,36 @@ func TestReadyWithoutLinkFailsAndNextUpgradeGoesThroughTheHolder(t *testing.T) {
 		s, ok := a.(Send)
 		return ok && (s.Msg.Type == link.Exit || s.Msg.Type == link.HandOver)
 	})
+	mustHave(t, a, Send{Worker: old, Msg: link.Msg{Type: link.KillChild}})
 	if r.c.Current != old || !r.c.Workers[old].Spent {
 		t.Fatal("old worker not kept serving, or not marked spent")
 	}
 	// Next upgrade: the binary on disk is the one running (nothing to
 	// re-execute), the worker's tableflip is spent: the holder spawns.
 	mustHave(t, r.ev(ControlAsk{Ctl: 8, Verb: "upgrade", Wait: true}), CheckHolder{Seq: 2})
-	mustHave(t, r.ev(HolderChecked{Seq: 2, Same: true}), SpawnWorker{Successor: true, FromDisk: true})
+	mustHave(t, r.ev(HolderChecked{Seq: 2, Same: true}), SpawnWorker{Successor: true})
 	nw := r.spawned(30, true)
 	mustHave(t, r.got, Send{Worker: old, Msg: link.Msg{Type: link.HandOver}})
 	r.msg(old, link.Msg{Type: link.HandedOver})
 	a = r.msg(nw, link.Msg{Type: link.Serving})
 	if rep, _ := replyOf(a, 8); !rep.OK {
 		t.Fatalf("second upgrade: %+v", rep)
+	}
+}
+
+// The old worker's child was refused (here: another binary). The upgrade
+// fails once the old worker reports it ready, and the reply says why.
+func TestRefusedSuccessorIsTheUpgradesReason(t *testing.T) {
+	r := newRig(t, spawnSettings)
+	old := r.running()
+	r.upgradeToWorkerPhase(7)
+	l := r.id()
+	a := r.ev(PeerLinked{Link: l, PID: 20, PPID: r.c.Workers[old].PID, UIDOK: true, HasPidfd: true})
+	mustHave(t, a, RefuseLink{Link: l, Reason: "does not run the holder's binary"})
+	a = r.msg(old, link.Msg{Type: link.ChildReady, Seq: r.c.UpgradeSeq})
+	rep, ok := replyOf(a, 7)
+	if !ok || rep.OK || !strings.Contains(rep.Error, "was refused: does not run the holder's binary") {
+		t.Fatalf("reply %+v", rep)
 	}
 }
 
@@ -147,7 +164,7 @@ func TestWorkerCrashDuringUpgrade(t *testing.T) {
 		r.ev(PeerLinked{Link: nw, PID: 20, PPID: 10, UIDOK: true, ExeOK: true, HasPidfd: true})
 		// Link down before the exit is seen: the worker is killed, the exit
 		// decides the rest.
-		mustHave(t, r.ev(LinkDown{Worker: old, Why: "EOF"}), Kill{Worker: old, Sig: syscall.SIGKILL})
+		mustHave(t, r.ev(LinkDown{Worker: old, Why: "EOF"}), Kill{Worker: old, Sig: syscall.SIGTERM})
 		if r.c.Current != old {
 			t.Fatal("link down alone changed the current worker")
 		}
@@ -196,7 +213,7 @@ func TestSuccessorDiesAfterHandoverOldResumes(t *testing.T) {
 	r.msg(nw, link2Hello())
 	r.msg(old, link.Msg{Type: link.HandedOver})
 	// The adopt could not be taken whole (MSG_CTRUNC in the worker).
-	mustHave(t, r.msg(nw, link.Msg{Type: link.AdoptFailed, Reason: "EMFILE"}), Kill{Worker: nw, Sig: syscall.SIGKILL})
+	mustHave(t, r.msg(nw, link.Msg{Type: link.AdoptFailed, Reason: "EMFILE"}), Kill{Worker: nw, Sig: syscall.SIGTERM})
 	a := r.ev(WorkerExited{Worker: nw})
 	mustHave(t, a, Send{Worker: old, Msg: link.Msg{Type: link.Resume}})
 	if rep, _ := replyOf(a, 7); rep.OK {
@@ -249,7 +266,7 @@ func TestReexecCarriesPendingWork(t *testing.T) {
 		t.Fatalf("lost across re-execution: %+v", r.c.State)
 	}
 	a := r.ev(Resumed{})
-	mustHave(t, a, Send{Worker: r.c.Current, Msg: link.Msg{Type: link.Upgrade}})
+	mustHave(t, a, Send{Worker: r.c.Current, Msg: link.Msg{Type: link.Upgrade, Seq: 1}})
 }
 
 // A broken binary: the check fails, the old holder and worker serve on,
@@ -330,4 +347,22 @@ func TestServeWorkerCrashStopsOldCopiesOnceNewServe(t *testing.T) {
 			t.Fatalf("a new copy was stopped: %#v", k)
 		}
 	}
+}
+
+// A late word from an upgrade that has already ended (tableflip's child
+// exited after the holder gave up) does not fail the next one; a failed
+// upgrade never lets the holder re-execute for it.
+func TestStaleUpgradeResultsAreIgnored(t *testing.T) {
+	r := newRig(t, spawnSettings)
+	old := r.running()
+	r.upgradeToWorkerPhase(7)
+	r.ev(TimerFired{Key: Timer{Kind: TimerUpgrade, ID: 1}}) // upgrade 1 gives up
+	mustHave(t, r.ev(ControlAsk{Ctl: 8, Verb: "upgrade", Wait: true}), CheckHolder{Seq: 2})
+	mustHave(t, r.ev(HolderChecked{Seq: 2}), ExecHolder{})
+	a := r.msg(old, link.Msg{Type: link.UpgradeFailed, Reason: "child exited", Seq: 1})
+	if _, ok := replyOf(a, 8); ok || r.c.Upgrade == nil {
+		t.Fatalf("upgrade 2 failed by upgrade 1's late result: %s", show(a))
+	}
+	// Failing now, between the check and the exec: the exec is called off.
+	mustHave(t, r.ev(Signal{Sig: syscall.SIGTERM}), AbortCheck{})
 }

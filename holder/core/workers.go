@@ -23,8 +23,7 @@ func (c *Core) workerSpawned(e WorkerSpawned) {
 			u.New = w.ID
 		} else {
 			// The upgrade it was for has ended meanwhile.
-			c.do(Kill{Worker: w.ID, Sig: syscall.SIGKILL})
-			w.Leaving = true
+			c.dismiss(w)
 			return
 		}
 	} else {
@@ -50,7 +49,15 @@ func (c *Core) workerSpawnFailed(e WorkerSpawnFailed) {
 // (checked while the handles of both showed them alive) and runs the
 // holder's own binary. Nothing else is ever taken for a worker.
 func (c *Core) peerLinked(e PeerLinked) {
-	refuse := func(why string) { c.do(RefuseLink{Link: e.Link, Reason: why}) }
+	u := c.Upgrade
+	old := c.Workers[c.upgradeOld()]
+	refuse := func(why string) {
+		c.do(RefuseLink{Link: e.Link, Reason: why})
+		if u != nil && old != nil && old.PID == e.PPID && u.Detail == "" {
+			// The upgrade fails for it later: say why then.
+			u.Detail = "a process the old worker started was refused: " + why
+		}
+	}
 	switch {
 	case !e.UIDOK:
 		refuse("runs as another user")
@@ -63,8 +70,6 @@ func (c *Core) peerLinked(e PeerLinked) {
 		w.Linked = true
 		c.do(AcceptLink{Link: e.Link, Worker: w.ID})
 	default:
-		u := c.Upgrade
-		old := c.Workers[c.upgradeOld()]
 		switch {
 		case !e.HasPidfd:
 			refuse("no handle on the process")
@@ -108,22 +113,22 @@ func (c *Core) linkMsg(e LinkMsg) {
 	case link.Serving:
 		c.serving(w)
 	case link.ChildReady:
-		c.childReady(w)
+		c.childReady(w, m.Seq)
 	case link.HandedOver:
 		c.handedOver(w)
 	case link.UpgradeFailed:
 		c.armDrains(w, m.Drain)
-		c.upgradeFailedReport(w, m.Reason)
+		c.upgradeFailedReport(w, m.Reason, m.Seq)
 	case link.Drain:
 		c.armDrains(w, m.Drain)
 	case link.Rolled:
 		c.rolled(w)
 	case link.AdoptFailed:
-		c.log.Error("worker could not take the handover; killing it", "pid", w.PID, "reason", m.Reason)
+		c.log.Error("worker could not take the handover; stopping it", "pid", w.PID, "reason", m.Reason)
 		if u := c.Upgrade; u != nil && w.ID == u.New {
 			u.Detail = "the new worker could not take the handover: " + m.Reason
 		}
-		c.do(Kill{Worker: w.ID, Sig: syscall.SIGKILL})
+		c.dismiss(w)
 	}
 }
 
@@ -247,16 +252,17 @@ func (c *Core) linkDown(e LinkDown) {
 	// upgraded nor stopped in order: it goes, and its exit decides what
 	// follows.
 	if !w.Leaving {
-		c.log.Warn("worker link lost; killing the worker", "pid", w.PID, "why", e.Why)
+		c.log.Warn("worker link lost; stopping the worker", "pid", w.PID, "why", e.Why)
 	}
-	c.do(Kill{Worker: w.ID, Sig: syscall.SIGKILL})
+	c.dismiss(w)
 }
 
 func (c *Core) sendFailed(e SendFailed) {
 	w := c.Workers[e.Worker]
-	if w == nil {
-		return
+	if w == nil || w.Killed {
+		return // every later send to it fails too: one kill, one line
 	}
+	w.Killed = true
 	c.log.Error("cannot send to the worker; killing it", "pid", w.PID, "error", e.Err)
 	c.do(Kill{Worker: w.ID, Sig: syscall.SIGKILL})
 }
@@ -279,7 +285,7 @@ func (c *Core) workerExited(e WorkerExited) {
 	var orphans []int
 	for _, p := range sortedProcs(c.Procs) {
 		if p.Owner == w.ID {
-			p.Owner = 0
+			c.orphan(p)
 			orphans = append(orphans, p.ID)
 		}
 	}

@@ -132,8 +132,17 @@ func (c *Conn) Flush() error {
 	return nil
 }
 
+// Drop discards the queue: the peer can no longer take it.
+func (c *Conn) Drop() {
+	for _, q := range c.queue {
+		closeAll(q.fds)
+	}
+	c.queue = nil
+}
+
 // Pending reports whether messages wait for room (watch for writability).
-func (c *Conn) Pending() bool { return len(c.queue) > 0 }
+// A nil Conn (a link already closed) has nothing pending.
+func (c *Conn) Pending() bool { return c != nil && len(c.queue) > 0 }
 
 // Requeue puts back messages Queued returned (in a new holder process).
 func (c *Conn) Requeue(msgs [][]byte, fds [][]int) {
@@ -144,10 +153,7 @@ func (c *Conn) Requeue(msgs [][]byte, fds [][]int) {
 
 // Close closes the socket and drops the queue.
 func (c *Conn) Close() {
-	for _, q := range c.queue {
-		closeAll(q.fds)
-	}
-	c.queue = nil
+	c.Drop()
 	unix.Close(c.FD)
 }
 

@@ -33,6 +33,7 @@ const (
 	Resume      = "resume"       // holder -> old worker: the new one failed; take work again
 	Exit        = "exit"         // holder -> old worker: the new one serves; exit now
 	Refused     = "refused"      // holder -> a peer it will not take as a worker (Reason)
+	KillChild   = "kill-child"   // holder -> old worker: what tableflip started is no successor; end it
 
 	UpgradeFailed = "upgrade-failed" // worker -> holder: Reason says why; I keep serving
 	Signal        = "signal"         // holder -> worker: pass Signo on to the app
@@ -49,6 +50,7 @@ type Msg struct {
 	Proto      int    `json:"proto,omitempty"`
 	Generation int    `json:"gen,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	Seq        int    `json:"seq,omitempty"` // upgrade: which one; echoed with its outcome
 
 	// Adopt: one entry per attached pidfd.
 	PIDs   []int   `json:"pids,omitempty"`

@@ -12,11 +12,12 @@ import (
 
 // New returns sockhold's logger: one line per record on stderr, text or
 // JSON. Holder and workers share stderr; each record is written with a single
-// write, so their lines never interleave.
+// write, so their lines never interleave. A logger for os.Stderr writes
+// through a queue, never blocking its caller (see stderr).
 func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	if w == nil {
-		w = os.Stderr
+	if w == nil || w == os.Stderr {
+		w = stderr
 	}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

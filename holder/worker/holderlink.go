@@ -40,9 +40,11 @@ func (w *Worker) fromHolderMsg(m link.Msg, fds []int) {
 		w.adopt(m, fds)
 		return
 	case link.Upgrade:
-		w.startUpgrade()
+		w.startUpgrade(m.Seq)
 	case link.HandOver:
 		w.handOver()
+	case link.KillChild:
+		w.log.Warn("what tableflip started is no successor; ended it", "killed", w.killStrays())
 	case link.Resume:
 		if w.upgrade.resume() {
 			w.log.Info("the new worker failed; taking work again")

@@ -26,6 +26,7 @@ func (w *Worker) holderGone() {
 		w.poll.Del(w.reports.FD)
 		delete(w.kinds, w.reports.FD)
 		w.reports.Close()
+		w.reports = nil // holderGone may run again: never close the number twice
 	}
 	if w.serve == nil || w.holderGoneDone {
 		return

@@ -72,6 +72,12 @@ func (w *Worker) send(m link.Msg, fds ...int) {
 		c, out, in = w.reports, &w.reportsOut, false
 	} else {
 		w.flushReport()
+		if w.reports.Pending() || len(w.held) > 0 {
+			// Reports wait for room: this message must not overtake them
+			// on the other socket. It goes once they have gone.
+			w.hold(m, fds)
+			return
+		}
 	}
 	if err := c.Send(m, fds...); err != nil {
 		w.log.Error("cannot reach the holder; worker stopping", "error", err)
@@ -85,8 +91,12 @@ func (w *Worker) send(m link.Msg, fds ...int) {
 }
 
 // flushLink sends what waits on a link to the holder (the main one, or the
-// reports'), once it has room.
+// reports'), once it has room; once the reports have all gone, so do the
+// messages held behind them.
 func (w *Worker) flushLink(c *link.Conn, out *bool, in bool) {
+	if c == nil {
+		return
+	}
 	if err := c.Flush(); err != nil {
 		w.log.Error("cannot reach the holder; worker stopping", "error", err)
 		w.holderGone()
@@ -95,6 +105,45 @@ func (w *Worker) flushLink(c *link.Conn, out *bool, in bool) {
 	if !c.Pending() && *out {
 		*out = false
 		w.poll.Watch(c.FD, in, false)
+	}
+	if c == w.reports && !c.Pending() {
+		w.releaseHeld()
+	}
+}
+
+// heldMsg is a main-link message waiting for the reports before it.
+type heldMsg struct {
+	m   link.Msg
+	fds []int // duplicates, closed once sent
+}
+
+func (w *Worker) hold(m link.Msg, fds []int) {
+	h := heldMsg{m: m}
+	for _, fd := range fds {
+		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			closeFDs(h.fds)
+			w.log.Error("cannot keep a message for the holder; worker stopping", "error", err)
+			w.holderGone()
+			return
+		}
+		h.fds = append(h.fds, d)
+	}
+	w.held = append(w.held, h)
+}
+
+func (w *Worker) releaseHeld() {
+	held := w.held
+	w.held = nil
+	for i, h := range held {
+		if w.holder != nil {
+			w.send(h.m, h.fds...)
+		}
+		closeFDs(h.fds)
+		if len(w.held) > 0 { // the reports filled up again: keep the order
+			w.held = append(w.held, held[i+1:]...)
+			return
+		}
 	}
 }
 
@@ -123,7 +172,7 @@ func (w *Worker) openReports() (int, error) {
 // backlogged: the holder has not taken what this worker sent; it takes no
 // new work until it has (every handler must reach the holder's ledger).
 func (w *Worker) backlogged() bool {
-	return w.holder != nil && (w.holder.Pending() || w.reports.Pending())
+	return w.holder != nil && (w.holder.Pending() || w.reports.Pending() || len(w.held) > 0)
 }
 
 func closeFDs(fds []int) {

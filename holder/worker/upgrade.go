@@ -17,6 +17,7 @@ import (
 // hands its result to the event loop.
 type upgradeState struct {
 	handover
+	seq    int // the holder's number for the upgrade under way
 	result chan error
 }
 
@@ -82,11 +83,13 @@ func rawDup(f *os.File) (int, error) {
 
 // startUpgrade asks tableflip to start the binary now on disk. The loop
 // keeps serving meanwhile; the result arrives through upgradeFinished.
-func (w *Worker) startUpgrade() {
+func (w *Worker) startUpgrade(seq int) {
 	if start, refusal := w.upgrade.upgradeAsked(); !start {
+		refusal.Seq = seq
 		w.send(refusal)
 		return
 	}
+	w.upgrade.seq = seq
 	w.upgrade.result = make(chan error, 1)
 	if w.onDemand() {
 		// tableflip gives the new worker this process's environment:
@@ -153,5 +156,6 @@ func (w *Worker) upgradeFinished() {
 	if err != nil && w.serve != nil {
 		w.restartFailed()
 	}
+	report.Seq = w.upgrade.seq
 	w.send(report)
 }

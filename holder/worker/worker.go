@@ -44,8 +44,9 @@ type Worker struct {
 	holderOut      bool       // the link is watched for room to send
 	reports        *link.Conn // reports to the holder, on a socket of their own
 	reportsOut     bool
-	holderGoneDone bool   // serve: the copies were stopped for a dead holder
-	report         report // what the holder hears at the end of this loop turn
+	held           []heldMsg // main-link messages waiting for the reports before them
+	holderGoneDone bool      // serve: the copies were stopped for a dead holder
+	report         report    // what the holder hears at the end of this loop turn
 
 	poll     *evloop.Poller
 	timer    *evloop.Timer
@@ -91,6 +92,7 @@ const (
 
 // Main runs a worker process and returns its exit status.
 func Main(version string) int {
+	defer logs.Flush(time.Second) // every line logged reaches stderr before exit
 	// Inherited descriptors arrive without close-on-exec; mark them all at
 	// once so that no handler ever receives a listener, a pidfd or a link.
 	handoff.CloseOnExecFrom(3)
