@@ -173,7 +173,10 @@ func (h *Holder) checkReaped(ws syscall.WaitStatus) {
 func (h *Holder) checkTimedOut() {
 	c := h.check
 	c.deadline = time.Time{}
-	c.kill()
+	if !c.exited {
+		// Reaped, its handle and PID no longer name it: never signalled.
+		c.kill()
+	}
 	if !c.answered {
 		c.answered = true
 		h.feed(core.HolderChecked{Seq: c.seq, Err: fmt.Sprintf("no answer within %v in check mode", checkTimeout)})

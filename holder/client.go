@@ -3,6 +3,7 @@ package holder
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,9 +70,27 @@ func Client(verb string, o ClientOptions) int {
 	return ExitOK
 }
 
+// dialControl connects to the control socket, waiting up to timeout for
+// room in its accept queue: a full queue (EAGAIN, a burst of other
+// clients, a holder busy for a moment) is a wait, as a blocking connect
+// would make it, not a failure.
+func dialControl(path string, timeout time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(timeout)
+	for pause := time.Millisecond; ; pause = min(2*pause, 100*time.Millisecond) {
+		c, err := net.DialTimeout("unix", path, time.Until(deadline))
+		if err == nil || !errors.Is(err, unix.EAGAIN) || time.Now().Add(pause).After(deadline) {
+			return c, err
+		}
+		if pause == time.Millisecond {
+			fmt.Fprintf(os.Stderr, "sockhold: %s: the holder's queue is full; waiting up to %v\n", path, timeout)
+		}
+		time.Sleep(pause)
+	}
+}
+
 func ask(path string, req ControlRequest, deadline time.Duration) (controlReply, error) {
 	var rep controlReply
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	c, err := dialControl(path, 5*time.Second)
 	if err != nil {
 		return rep, err
 	}

@@ -261,7 +261,7 @@ func (h *Holder) request(c *ctlConn, line []byte) {
 	case "upgrade", "stop":
 		c.Phase, c.Wait = ctlWaiting, wait.String()
 		c.deadline = time.Now().Add(wait)
-		h.poll.Watch(c.FD, false, false) // only a hang-up matters now
+		h.setWatch(c.FD, false, false) // only a hang-up matters now
 		h.feed(core.ControlAsk{Ctl: c.ID, Verb: req.Verb, Wait: req.Wait})
 	default:
 		h.answer(c, failReply(fmt.Sprintf("bad request: unknown verb %q (want upgrade, status, stop)", req.Verb)))
@@ -292,7 +292,7 @@ func (h *Holder) writeAnswer(c *ctlConn) {
 			continue
 		}
 		if errors.Is(err, unix.EAGAIN) {
-			h.poll.Watch(c.FD, false, true)
+			h.setWatch(c.FD, false, true)
 			return
 		}
 		if err != nil {
@@ -307,7 +307,7 @@ func (h *Holder) writeAnswer(c *ctlConn) {
 	unix.Shutdown(c.FD, unix.SHUT_WR)
 	c.Phase, c.In, c.Out = ctlDraining, nil, nil
 	c.deadline = time.Now().Add(drainTimeout)
-	h.poll.Watch(c.FD, true, false)
+	h.setWatch(c.FD, true, false)
 	h.drainInput(c)
 }
 

@@ -77,10 +77,13 @@ type Holder struct {
 	exitStatus int
 }
 
-// fdRole says what a watched descriptor is.
+// fdRole says what a watched descriptor is, and what it is watched for
+// (readable, writable; neither: only a hang-up), so that a descriptor the
+// kernel refused at first is watched for the right thing once it takes.
 type fdRole struct {
-	kind fdKind
-	id   int
+	kind    fdKind
+	id      int
+	in, out bool
 }
 
 type fdKind int
@@ -121,7 +124,7 @@ func (h *Holder) newID() int { h.nextID++; return h.nextID }
 // every watchRetry until it takes: what it carries comes late, never not
 // at all.
 func (h *Holder) watch(fd int, kind fdKind, id int) error {
-	h.roles[fd] = fdRole{kind, id}
+	h.roles[fd] = fdRole{kind: kind, id: id, in: true}
 	err := h.poll.Add(fd)
 	if err != nil {
 		if h.unwatched == nil {
@@ -149,14 +152,25 @@ func (h *Holder) retryWatches() {
 		}
 		delete(h.unwatched, fd)
 		h.log.Info("descriptor watched", "fd", fd)
-		if r := h.roles[fd]; r.kind == fdLink {
-			if w := h.workers[r.id]; w != nil && w.conn != nil && w.conn.Pending() {
-				h.poll.Watch(fd, true, true)
-			}
+		if r := h.roles[fd]; !r.in || r.out {
+			h.poll.Watch(fd, r.in, r.out)
 		}
 	}
 	if len(h.unwatched) > 0 {
 		h.watchRetryAt = time.Now().Add(watchRetry)
+	}
+}
+
+// setWatch changes what a watched descriptor is watched for.
+func (h *Holder) setWatch(fd int, in, out bool) {
+	r, ok := h.roles[fd]
+	if !ok {
+		return
+	}
+	r.in, r.out = in, out
+	h.roles[fd] = r
+	if !h.unwatched[fd] {
+		h.poll.Watch(fd, in, out)
 	}
 }
 
@@ -213,6 +227,11 @@ func (h *Holder) run(first core.Event, pendingSignals []int) int {
 			h.dispatch(r)
 		}
 		h.flushLinks()
+		if !h.watchRetryAt.IsZero() && !h.watchRetryAt.After(time.Now()) {
+			// After any event, not only the timer's: the timerfd may be
+			// the descriptor that was refused.
+			h.retryWatches()
+		}
 		if h.tidyMemory {
 			// A worker's end (a crash, an upgrade) is rare and costs
 			// garbage; returned at once, resident memory stays where it

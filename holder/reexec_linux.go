@@ -123,6 +123,9 @@ func (h *Holder) execWithState(bin int, fresh bool) error {
 			defer func() { unix.Close(prev) }() // reached only if exec fails
 		}
 	}
+	// Every line so far reaches stderr first, while signals still reach
+	// the queue: nothing is logged from here to the exec.
+	logs.Flush(execFlush)
 	release := h.holdSignals()
 	var pending []int
 	var mem int
@@ -157,7 +160,6 @@ func (h *Holder) execWithState(bin int, fresh bool) error {
 	for _, fd := range keep {
 		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
 	}
-	logs.Flush(time.Second)
 	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d", earlysig.Env, mem, bin))
 	err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", bin), os.Args, env)
 	// Still here: execve failed and changed nothing.
@@ -181,18 +183,31 @@ func (h *Holder) execWithState(bin int, fresh bool) error {
 // lost; a SIGTERM in the new holder's first ~1.5 ms ends it (README, "What
 // survives what").
 func (h *Holder) holdSignals() (release func()) {
-	runtime.LockOSThread()
-	set := blockedAroundExec(h.cfg.ServeForward())
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	var old unix.Sigset_t
-	unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
-	// Let signals the runtime caught just before reach the queue.
-	time.Sleep(time.Millisecond)
+	old := holdSignalsForExec(h.cfg.ServeForward())
 	return func() {
 		unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
 		signal.Notify(h.sigs.c, holderSignals(h.cfg.ServeForward())...)
 		runtime.UnlockOSThread()
 	}
+}
+
+// execFlush is how long the log may take to reach stderr before an exec;
+// what a stalled reader has not taken by then is lost with the process
+// image.
+const execFlush = 200 * time.Millisecond
+
+// holdSignalsForExec ignores and blocks, on this goroutine's locked
+// thread, what would end a freshly exec'd process (see holdSignals), and
+// returns the mask to go back to.
+func holdSignalsForExec(forward []int) (old unix.Sigset_t) {
+	runtime.LockOSThread()
+	set := blockedAroundExec(forward)
+	unix.PthreadSigmask(unix.SIG_BLOCK, &set, &old)
+	// Let signals the runtime caught just before reach the queue: once
+	// ignored, one caught and not yet passed on would be dropped.
+	time.Sleep(time.Millisecond)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	return old
 }
 
 // takeSignals takes the signals queued and those pending for this thread.
@@ -201,7 +216,13 @@ func (h *Holder) takeSignals() []int {
 	for _, s := range h.sigs.take() {
 		out = append(out, int(s))
 	}
-	set := blockedAroundExec(h.cfg.ServeForward())
+	return append(out, pendingOnThread(h.cfg.ServeForward())...)
+}
+
+// pendingOnThread takes the signals pending for this (blocking) thread.
+func pendingOnThread(forward []int) []int {
+	var out []int
+	set := blockedAroundExec(forward)
 	for i := 0; i < 64; i++ {
 		s := takePending(&set)
 		if s == 0 {

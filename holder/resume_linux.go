@@ -1,7 +1,9 @@
 package holder
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -49,9 +51,10 @@ func Resume(version string) int {
 	handoff.SetProcessName(st.Exe)
 	h, err := resumeHolder(st, cfg, version, earlySignals, fallback)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "sockhold: this binary (version %s) cannot resume the holder: %v\n", version, err)
+		log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "holder")
+		log.Error("this binary cannot resume the holder", "version", version, "error", err)
 		if st.Prev >= 0 && !fallback {
-			backToPrevious(st, stateFD)
+			backToPrevious(st, b, stateFD, earlySignals, cfg.ServeForward(), log)
 		}
 		return ExitFailure
 	}
@@ -79,7 +82,14 @@ func resumeHolder(st *savedState, cfg *config.Config, version string, sigs chan 
 			h, err = nil, fmt.Errorf("panic: %v", r)
 		}
 	}()
-	if v := os.Getenv(resumeFailEnv); v != "" && v == version && !fallback {
+	if v, sig, _ := strings.Cut(os.Getenv(resumeFailEnv), ","); v != "" && v == version && !fallback {
+		if n := unix.SignalNum(sig); n != 0 {
+			// As if it arrived while this binary failed: it must reach
+			// the binary that goes on. (Time for the runtime to pass it
+			// to the channel it waits in.)
+			unix.Kill(os.Getpid(), n)
+			time.Sleep(20 * time.Millisecond)
+		}
 		return nil, fmt.Errorf("%s=%s", resumeFailEnv, v)
 	}
 	log := logs.New(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("role", "holder")
@@ -87,29 +97,69 @@ func resumeHolder(st *savedState, cfg *config.Config, version string, sigs chan 
 		return nil, err
 	}
 	h.restore(st)
-	h.sigs = newSignalQueue(sigs, holderSignals(cfg.ServeForward()), h.wake)
-	if err := h.watchAll(); err != nil {
-		return nil, err
-	}
+	h.watchAll() // a refusal is retried, never a reason to drop the sockets
 	h.watchRestored()
+	// Last: until now the signals wait in sigs, for backToPrevious to take
+	// should this fail.
+	h.sigs = newSignalQueue(sigs, holderSignals(cfg.ServeForward()), h.wake)
 	return h, nil
 }
 
-// resumeFailEnv is a test-only setting: a holder of this version fails to
-// resume, so the integration tests can see the fall-back to the binary it
-// replaced. It has no use in production.
+// resumeFailEnv is a test-only setting, "VERSION[,SIGNAL]": a holder of
+// this version fails to resume (having sent itself SIGNAL), so the
+// integration tests can see the fall-back to the binary it replaced and
+// the signal carried to it. It has no use in production.
 const resumeFailEnv = "SOCKHOLD_TEST_RESUME_FAIL"
 
-// backToPrevious execs the binary this one replaced with the same state.
-func backToPrevious(st *savedState, stateFD int) {
-	keep := append(st.fds(), stateFD, st.Prev)
-	for _, fd := range keep {
-		unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+// backToPrevious execs the binary this one replaced with the same state
+// (raw, as it came) and the signals that have arrived since (in sigs, not
+// yet taken by anything: resumeHolder starts the signal queue last), with
+// signals held across the exec as for an upgrade's.
+func backToPrevious(st *savedState, raw []byte, stateFD int, sigs chan os.Signal, forward []int, log *slog.Logger) {
+	logs.Flush(execFlush)
+	old := holdSignalsForExec(forward)
+	taken := append([]int(nil), st.Signals...)
+	for more := true; more; {
+		select {
+		case s := <-sigs:
+			if s != syscall.SIGPIPE {
+				taken = append(taken, int(s.(syscall.Signal)))
+			}
+		default:
+			more = false
+		}
 	}
-	logs.Flush(time.Second)
-	env := append(os.Environ(), fmt.Sprintf("%s=%d,%d,fallback", earlysig.Env, stateFD, st.Prev))
-	err := syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", st.Prev), os.Args, env)
-	fmt.Fprintf(os.Stderr, "sockhold: cannot go back to the previous binary: %v\n", err)
+	taken = append(taken, pendingOnThread(forward)...)
+	mem, err := stateWithSignals(raw, taken)
+	if err == nil {
+		keep := append(st.fds(), mem, st.Prev)
+		for _, fd := range keep {
+			unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+		}
+		unix.Close(stateFD)
+		env := append(os.Environ(), fmt.Sprintf("%s=%d,%d,fallback", earlysig.Env, mem, st.Prev))
+		err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", st.Prev), os.Args, env)
+	}
+	unix.PthreadSigmask(unix.SIG_SETMASK, &old, nil)
+	log.Error("cannot go back to the previous binary", "error", err)
+}
+
+// stateWithSignals is raw with its pending signals replaced, every other
+// field kept as the writer wrote it, in a new memfd.
+func stateWithSignals(raw []byte, sigs []int) (int, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return -1, err
+	}
+	b, err := json.Marshal(sigs)
+	if err != nil {
+		return -1, err
+	}
+	doc["signals"] = b
+	if raw, err = json.Marshal(doc); err != nil {
+		return -1, err
+	}
+	return memfdWith(raw)
 }
 
 func readAllAt(fd int) ([]byte, error) {
@@ -155,7 +205,13 @@ func (h *Holder) restore(st *savedState) {
 		w := &workerHandle{id: sw.ID, pid: sw.PID, pidfd: sw.Pidfd, linkEOF: sw.LinkEOF}
 		if sw.Link >= 0 {
 			if conn, err := link.NewConn(sw.Link, h.recvBuf); err == nil {
-				conn.Requeue(sw.Queued, sw.QueuedFDs)
+				if !sw.LinkEOF {
+					conn.Requeue(sw.Queued, sw.QueuedFDs)
+				} else {
+					for _, fds := range sw.QueuedFDs {
+						closeFDs(fds)
+					}
+				}
 				w.conn = conn
 			}
 		}
@@ -195,7 +251,7 @@ func (h *Holder) watchRestored() {
 		if w.conn != nil && !w.linkEOF {
 			h.watch(w.conn.FD, fdLink, w.id)
 			if w.conn.Pending() {
-				h.poll.Watch(w.conn.FD, true, true)
+				h.setWatch(w.conn.FD, true, true)
 			}
 		}
 	}
@@ -203,9 +259,9 @@ func (h *Holder) watchRestored() {
 		h.watch(c.FD, fdControlConn, c.ID)
 		switch c.Phase {
 		case ctlWaiting:
-			h.poll.Watch(c.FD, false, false)
+			h.setWatch(c.FD, false, false)
 		case ctlWriting:
-			h.poll.Watch(c.FD, false, true)
+			h.setWatch(c.FD, false, true)
 		}
 	}
 }

@@ -131,9 +131,12 @@ func decodeState(b []byte) (*savedState, error) {
 	if err := acceptsFormat(head.Format); err != nil {
 		return nil, err
 	}
-	var s savedState
+	s := savedState{Prev: -1} // absent is none, never descriptor 0
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("holder state: %v", err)
+	}
+	if s.Prev < 3 {
+		s.Prev = -1 // 0-2 are stdio: never a binary to go back to
 	}
 	return &s, nil
 }

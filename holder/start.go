@@ -160,17 +160,21 @@ func settingsOf(cfg *config.Config) core.Settings {
 	return s
 }
 
-// watchAll puts the holder's own descriptors in the loop.
+// watchAll puts the holder's own descriptors in the loop. Every one is
+// tried; one the kernel refuses is offered again later (watch), and the
+// first refusal is returned: a starting holder gives up, a resuming one,
+// which holds every socket, goes on.
 func (h *Holder) watchAll() error {
+	var first error
 	for _, w := range []struct {
 		fd   int
 		kind fdKind
 	}{{h.rendezvous, fdRendezvous}, {h.control.sock.FD, fdControl}, {h.timer.FD, fdTimer}, {h.wake.FD, fdWake}} {
-		if err := h.watch(w.fd, w.kind, 0); err != nil {
-			return err
+		if err := h.watch(w.fd, w.kind, 0); err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // fail prints err as the one line a user sees and returns status.

@@ -95,7 +95,4 @@ func (h *Holder) timersDue() {
 		h.resumeRendezvous()
 	}
 	h.refusals.deadline(h.log, now)
-	if !h.watchRetryAt.IsZero() && !h.watchRetryAt.After(now) {
-		h.retryWatches()
-	}
 }

@@ -43,8 +43,12 @@ func TestRefusedWatchIsRetried(t *testing.T) {
 		t.Fatal("a descriptor still refused was dropped from the retries")
 	}
 
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	// What it is to be watched for changes while it is refused: it is
+	// watched for that once it takes (writable, not readable, though
+	// input waits).
+	h.setWatch(fd, false, true)
+	p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(p[0])
@@ -61,8 +65,8 @@ func TestRefusedWatchIsRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ready) != 1 || ready[0].FD != fd || !ready[0].Readable {
-		t.Fatalf("events after the retry: %+v", ready)
+	if len(ready) != 1 || ready[0].FD != fd || !ready[0].Writable || ready[0].Readable {
+		t.Fatalf("events after the retry: %+v, want writable only", ready)
 	}
 	h.unwatch(fd)
 	if _, ok := h.roles[fd]; ok {

@@ -198,6 +198,7 @@ func (h *Holder) readLink(w *workerHandle, max int) {
 		}
 		if err != nil {
 			w.linkEOF = true
+			w.conn.Drop() // nothing waiting can be sent now
 			h.unwatch(w.conn.FD)
 			if errors.Is(err, link.ErrClosed) {
 				// A worker's link closes as it exits: its pidfd says so an
@@ -265,7 +266,7 @@ func (h *Holder) reportsReady(w *workerHandle, hangUp bool) {
 		}
 		return
 	}
-	h.poll.Watch(w.reports.FD, false, false)
+	h.setWatch(w.reports.FD, false, false)
 	if h.reportsDue.IsZero() {
 		h.reportsDue = time.Now().Add(reportDelay)
 	}
@@ -278,7 +279,7 @@ func (h *Holder) reportsDeadline() {
 	for _, w := range h.workers {
 		if w.reports != nil {
 			if _, ok := h.roles[w.reports.FD]; ok {
-				h.poll.Watch(w.reports.FD, true, false)
+				h.setWatch(w.reports.FD, true, false)
 			}
 		}
 	}
@@ -402,7 +403,14 @@ func (h *Holder) forgetWorker(id int) {
 // procs, now or queued for when the link has room.
 func (h *Holder) send(a core.Send) {
 	w := h.workers[a.Worker]
-	if w == nil || w.conn == nil || w.linkEOF {
+	if w != nil && w.linkEOF {
+		// The link closed: nothing more reaches this worker, and whether
+		// it still runs is the link-down check's to say (it is dismissed,
+		// SIGTERM first, if it does), not a kill's here.
+		h.log.Debug("not sent: the worker's link has closed", "pid", w.pid, "type", a.Msg.Type)
+		return
+	}
+	if w == nil || w.conn == nil {
 		h.feed(core.SendFailed{Worker: a.Worker, Err: "no link"})
 		return
 	}
@@ -420,7 +428,7 @@ func (h *Holder) send(a core.Send) {
 		return
 	}
 	if w.conn.Pending() {
-		h.poll.Watch(w.conn.FD, true, true)
+		h.setWatch(w.conn.FD, true, true)
 	}
 }
 
@@ -433,13 +441,13 @@ func (h *Holder) flushLink(w *workerHandle) {
 		// what the worker sent before it failed.
 		w.conn.Drop()
 		if !w.linkEOF {
-			h.poll.Watch(w.conn.FD, true, false)
+			h.setWatch(w.conn.FD, true, false)
 		}
 		h.feed(core.SendFailed{Worker: w.id, Err: err.Error()})
 		return
 	}
 	if !w.conn.Pending() && !w.linkEOF {
-		h.poll.Watch(w.conn.FD, true, false)
+		h.setWatch(w.conn.FD, true, false)
 	}
 }
 

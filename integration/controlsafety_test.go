@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -164,38 +164,52 @@ func TestControlSocketDetails(t *testing.T) {
 		}
 	})
 	t.Run("burst of idle connections", func(t *testing.T) {
-		var mu sync.Mutex
+		// The holder stopped, only its accept queue takes connections:
+		// it must be long (it was 16).
+		in.cmd.Process.Signal(syscall.SIGSTOP)
+		stopped := true
+		defer func() {
+			if stopped {
+				in.cmd.Process.Signal(syscall.SIGCONT)
+			}
+		}()
 		var idle []net.Conn
-		var wg sync.WaitGroup
-		refused := 0
-		for g := 0; g < 20; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 75; i++ {
-					c, err := net.Dial("unix", in.ctl)
-					mu.Lock()
-					if err != nil {
-						refused++
-					} else {
-						idle = append(idle, c)
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
 		defer func() {
 			for _, c := range idle {
 				c.Close()
 			}
 		}()
-		code, out, errOut := ctl(t, in, "status")
-		if code != 0 || !strings.Contains(out, "serving true") {
-			t.Fatalf("status with %d idle connections open (%d refused): %d %q %q", len(idle), refused, code, out, errOut)
+		for len(idle) < 1500 {
+			c, err := net.Dial("unix", in.ctl)
+			if err != nil {
+				break
+			}
+			idle = append(idle, c)
 		}
-		if refused > 0 {
-			t.Fatalf("%d of 1500 connections refused: the backlog is too short", refused)
+		if len(idle) < 1024 {
+			t.Fatalf("the control socket's queue took %d connections, want at least 1024", len(idle))
+		}
+		// A client that finds the queue full waits for room (a blocking
+		// connect would), then is answered among the idle ones.
+		status := exec.Command(sockholdBin, "status", "--control", in.ctl)
+		var out bytes.Buffer
+		status.Stdout = &out
+		errPipe, _ := status.StderrPipe()
+		if err := status.Start(); err != nil {
+			t.Fatal(err)
+		}
+		errOut := bufio.NewReader(errPipe)
+		line, _ := errOut.ReadString('\n')
+		if !strings.Contains(line, "queue is full; waiting") {
+			status.Wait()
+			t.Fatalf("status against a full queue: %q (exit %d)", line, status.ProcessState.ExitCode())
+		}
+		in.cmd.Process.Signal(syscall.SIGCONT)
+		stopped = false
+		rest, _ := io.ReadAll(errOut)
+		status.Wait()
+		if status.ProcessState.ExitCode() != 0 || !strings.Contains(out.String(), "serving true") {
+			t.Fatalf("status with %d idle connections open: exit %d %q %q", len(idle), status.ProcessState.ExitCode(), out.String(), rest)
 		}
 	})
 	t.Run("huge timeout_ms", func(t *testing.T) {

@@ -306,3 +306,26 @@ func TestNewHolderThatCannotResumeGoesBack(t *testing.T) {
 		t.Fatalf("exit status %d", code)
 	}
 }
+
+// A SIGTERM that arrives while the new binary fails to resume reaches the
+// binary that goes on: the holder stops, in order, by itself.
+func TestSignalWhileNewHolderFailsToResumeIsKept(t *testing.T) {
+	exe := installSockhold(t, sockholdBin)
+	in := startWith(t, startOpts{exe: exe, env: []string{"SOCKHOLD_TEST_RESUME_FAIL=it-2,SIGTERM"}},
+		"--listen", "tcp://127.0.0.1:0", "--", handlerBin, "version")
+	mustRoundTrip(t, in.addr(0), "")
+	swapBinary(t, exe, sockholdB)
+	code, _, errOut := ctl(t, in, "upgrade", "--wait")
+	if code != 1 {
+		t.Fatalf("upgrade to a binary that cannot resume: exit %d %q", code, errOut)
+	}
+	select {
+	case <-in.exit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SIGTERM that arrived meanwhile was lost: the holder runs on")
+	}
+	if st := in.state.ExitCode(); st != 0 {
+		t.Fatalf("exit status %d, want an orderly stop", st)
+	}
+	in.waitFor(time.Second, msgIs("stopping"))
+}
