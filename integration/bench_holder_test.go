@@ -54,12 +54,19 @@ func BenchmarkHolderMemory(b *testing.B) {
 	rows = append(rows, row{"after 100 upgrades", rssKiB(holder), fds()})
 	for i := 0; i < 100; i++ {
 		worker := 0
-		for _, c := range childrenOf(holder) {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); strings.Contains(string(b), "\x00worker") {
-				worker = c
+		for deadline := time.Now().Add(5 * time.Second); worker == 0; time.Sleep(time.Millisecond) {
+			for _, c := range childrenOf(holder) {
+				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); strings.Contains(string(b), "\x00worker") {
+					worker = c
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("no worker among the holder's children before kill %d", i)
 			}
 		}
-		syscall.Kill(worker, syscall.SIGKILL)
+		// worker > 0 here: kill(0) would signal this benchmark's own
+		// process group.
+		signalPID(worker, syscall.SIGKILL)
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 			if out, err := exec.Command(sockholdBin, "status", "--control", ctlPath).Output(); err == nil &&
 				strings.Contains(string(out), "serving true") && !strings.Contains(string(out), fmt.Sprintf("pid %d,", worker)) {

@@ -161,7 +161,7 @@ func TestWorkerKilledIsReplaced(t *testing.T) {
 	inode := listenInode(t, portOf(in.addr(0)))
 	old := in.workerPID()
 	killed := time.Now()
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+	if err := signalPID(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Clients in the gap: all of them connect before the new worker is up.
@@ -212,7 +212,7 @@ func TestOrphanedHandlersStillCounted(t *testing.T) {
 	held := dialReady(t, in.addr(0))
 	defer held.Close()
 	old := in.workerPID()
-	syscall.Kill(old, syscall.SIGKILL)
+	signalPID(old, syscall.SIGKILL)
 	in.waitFor(5*time.Second, func(r record) bool {
 		return r.str("msg") == "serving" && r.int("worker") != old
 	})
@@ -281,8 +281,8 @@ func TestServeAppsStopWhenHolderDies(t *testing.T) {
 				// Should the test fail, leave nothing running. (Only then:
 				// after a pass these PIDs are gone and may be reused.)
 				if t.Failed() {
-					syscall.Kill(app, syscall.SIGKILL)
-					syscall.Kill(worker, syscall.SIGKILL)
+					signalPID(app, syscall.SIGKILL)
+					signalPID(worker, syscall.SIGKILL)
 				}
 			})
 			killed := time.Now()

@@ -460,3 +460,13 @@ func childrenOf(pid int) []int {
 	}
 	return out
 }
+
+// signalPID is kill(2) for one process only: a PID of 0 or less, which a
+// lookup that found nothing would give, would signal this test's own
+// process group (or every process), so it is refused.
+func signalPID(pid int, sig syscall.Signal) error {
+	if pid <= 0 {
+		return fmt.Errorf("refusing to signal PID %d", pid)
+	}
+	return syscall.Kill(pid, sig)
+}

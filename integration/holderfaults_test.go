@@ -202,8 +202,8 @@ func TestWedgedWorkerDoesNotFreezeTheHolder(t *testing.T) {
 		"--", appBin, "-dialect", "systemd")
 	in.waitFor(5*time.Second, msgIs("app ready"))
 	worker := in.workerPID()
-	syscall.Kill(worker, syscall.SIGSTOP)
-	defer syscall.Kill(worker, syscall.SIGCONT)
+	signalPID(worker, syscall.SIGSTOP)
+	defer signalPID(worker, syscall.SIGCONT)
 	stop := make(chan struct{})
 	flooded := make(chan int)
 	go func() {
@@ -215,7 +215,7 @@ func TestWedgedWorkerDoesNotFreezeTheHolder(t *testing.T) {
 				return
 			default:
 			}
-			syscall.Kill(in.pid(), syscall.SIGUSR1)
+			signalPID(in.pid(), syscall.SIGUSR1)
 			n++
 		}
 	}()
@@ -289,7 +289,7 @@ func TestCountersSurviveWorkerCrashes(t *testing.T) {
 		mustRoundTrip(t, in.addr(0), "")
 	}
 	old := in.workerPID()
-	syscall.Kill(old, syscall.SIGKILL)
+	signalPID(old, syscall.SIGKILL)
 	in.newWorkerServing(old, 5*time.Second)
 	for i := 0; i < 10; i++ {
 		mustRoundTrip(t, in.addr(0), "")
@@ -308,7 +308,7 @@ func TestRestartBackoffOnlyForWorkersThatNeverServed(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		old := in.workerPID()
 		time.Sleep(100 * time.Millisecond) // the pace of the kills; nothing waits on it
-		syscall.Kill(old, syscall.SIGKILL)
+		signalPID(old, syscall.SIGKILL)
 		in.newWorkerServing(old, 3*time.Second)
 	}
 	l.waitServed(t, 20, 10*time.Second)
@@ -349,7 +349,7 @@ func TestCrashedWorkerRestartsFromTheBinaryThatServed(t *testing.T) {
 		}
 		for i := 0; i < 2; i++ {
 			old := in.workerPID()
-			syscall.Kill(old, syscall.SIGKILL)
+			signalPID(old, syscall.SIGKILL)
 			r := in.newWorkerServing(old, 3*time.Second)
 			if r.str("version") != "it-1" {
 				t.Fatalf("restarted worker runs %q, want it-1, the binary that served", r.str("version"))

@@ -99,7 +99,7 @@ func TestHolderFDsAndRSSStayFlat(t *testing.T) {
 	}
 	kill := func() {
 		old := in.workerPID()
-		syscall.Kill(old, syscall.SIGKILL)
+		signalPID(old, syscall.SIGKILL)
 		in.newWorkerServing(old, 5*time.Second)
 	}
 	// Warm up: the first of each leaves what stays (the binary kept to

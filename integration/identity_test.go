@@ -86,7 +86,7 @@ func TestDaemonisedDescendantsAreNotHandlers(t *testing.T) {
 					t.Fatalf("upgrade: %d %q %q", code, out, errOut)
 				}
 			case "crash":
-				syscall.Kill(old, syscall.SIGKILL)
+				signalPID(old, syscall.SIGKILL)
 				in.newWorkerServing(old, 5*time.Second)
 			}
 			sleeps := 0
@@ -127,7 +127,7 @@ func TestHandlerWithAWorkersEnvironmentIsAHandler(t *testing.T) {
 	handler := in.waitFor(5*time.Second, msgIs("START")).int("pid")
 	old := in.workerPID()
 	killed := time.Now()
-	syscall.Kill(old, syscall.SIGKILL)
+	signalPID(old, syscall.SIGKILL)
 	in.newWorkerServing(old, 5*time.Second)
 	if d := time.Since(killed); d > 2*time.Second {
 		t.Fatalf("no worker served for %v after the crash", d)
@@ -157,7 +157,7 @@ func TestWorkerKillsUnderLoadNeverTakeAHandler(t *testing.T) {
 	for i := 0; i < kills; i++ {
 		l.waitServed(t, 5, 10*time.Second)
 		old := in.workerPID()
-		syscall.Kill(old, syscall.SIGKILL)
+		signalPID(old, syscall.SIGKILL)
 		in.newWorkerServing(old, 3*time.Second)
 	}
 	l.waitServed(t, 20, 10*time.Second)
@@ -204,7 +204,7 @@ func TestServeWorkerKilledStopsTheOldCopies(t *testing.T) {
 			l.waitServed(t, 20, 10*time.Second)
 			maxApps := sampleApps(in)
 			old := in.workerPID()
-			syscall.Kill(old, syscall.SIGKILL)
+			signalPID(old, syscall.SIGKILL)
 			in.newWorkerServing(old, 10*time.Second)
 			for pid := range first {
 				in.waitFor(10*time.Second, func(r record) bool {

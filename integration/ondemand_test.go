@@ -72,13 +72,13 @@ func TestOnDemandArrivalsTheAppTookFirstStillCount(t *testing.T) {
 		"--", appBin, "-dialect", "systemd")
 	first := replyPID(t, mustRoundTrip(t, in.addr(0), ""))
 	worker := in.workerPID()
-	if err := syscall.Kill(worker, syscall.SIGSTOP); err != nil {
+	if err := signalPID(worker, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			syscall.Kill(worker, syscall.SIGCONT)
+			signalPID(worker, syscall.SIGCONT)
 		}
 	}()
 	for i := 0; i < 6; i++ {
@@ -91,7 +91,7 @@ func TestOnDemandArrivalsTheAppTookFirstStillCount(t *testing.T) {
 		return r.str("msg") == "idle: stopping the app" || (r.str("msg") == "idle check" && r.str("arrived") == "true")
 	}
 	before := in.count(verdict)
-	syscall.Kill(worker, syscall.SIGCONT)
+	signalPID(worker, syscall.SIGCONT)
 	stopped = false
 	if r, ok := in.waitForOK(5*time.Second, before, verdict); !ok {
 		t.Fatal("no idle check saw the arrivals after the worker continued")

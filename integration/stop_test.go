@@ -23,7 +23,7 @@ func assertGone(t *testing.T, what string, pids ...int) {
 	for _, pid := range pids {
 		if processAlive(pid) {
 			t.Errorf("%s %d still running after sockhold exited", what, pid)
-			syscall.Kill(pid, syscall.SIGKILL)
+			signalPID(pid, syscall.SIGKILL)
 		}
 	}
 }
@@ -121,7 +121,7 @@ func TestStopLeaveKeepsHandlersRunning(t *testing.T) {
 	if n, _ := readAll(c, buf); string(buf[:n]) != "bye\n" {
 		t.Fatalf("left handler did not keep serving: %q", buf[:n])
 	}
-	syscall.Kill(pids[0], syscall.SIGKILL)
+	signalPID(pids[0], syscall.SIGKILL)
 }
 
 // A second SIGTERM during a waiting stop hurries it: handlers get SIGTERM.

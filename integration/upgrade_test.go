@@ -282,7 +282,7 @@ func TestNewWorkerKilledMidUpgrade(t *testing.T) {
 		code, _, errOut := ctl(t, in, "upgrade", "--wait")
 		result <- fmt.Sprint(code, " ", errOut)
 	}()
-	syscall.Kill(workerChild(t, in.workerPID()), syscall.SIGKILL)
+	signalPID(workerChild(t, in.workerPID()), syscall.SIGKILL)
 	if r := <-result; !strings.HasPrefix(r, "1 ") || !strings.Contains(r, "exited") {
 		t.Errorf("upgrade --wait with the new worker killed: %s", r)
 	}
@@ -307,7 +307,7 @@ func TestOldWorkerKilledMidUpgrade(t *testing.T) {
 		result <- code
 	}()
 	workerChild(t, old)
-	syscall.Kill(old, syscall.SIGKILL)
+	signalPID(old, syscall.SIGKILL)
 	<-result // either outcome is truthful; what matters is the service
 	in.waitFor(10*time.Second, func(r record) bool { return r.str("msg") == "serving" && r.int("worker") != old })
 	l.waitServed(t, 20, 10*time.Second)
