@@ -21,10 +21,12 @@ func StartApp(path string, argv, env []string, listeners []int, as *RunAs, out i
 		files = append(files, uintptr(fd))
 	}
 	pidfd = -1
-	pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{
-		Env:   env,
-		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd, Credential: as.credential()},
+	WithEmptySignalMask(func() {
+		pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{
+			Env:   env,
+			Files: files,
+			Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd, Credential: as.credential()},
+		})
 	})
 	if err != nil {
 		return 0, -1, err

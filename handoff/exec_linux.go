@@ -77,7 +77,10 @@ func (c *Command) StartHandler(conn, stderr int, connEnv []string) (pid, pidfd i
 		Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(stderr)},
 		Sys:   &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd, Credential: c.RunAs.credential()},
 	}
-	pid, err = syscall.ForkExec(c.Path, c.Argv, attr)
+	// The worker already runs with an empty mask (the holder starts it
+	// so); doing it here too keeps that true for a handler whatever the
+	// worker's threads come to block, for two syscalls a spawn.
+	WithEmptySignalMask(func() { pid, err = syscall.ForkExec(c.Path, c.Argv, attr) })
 	if err != nil {
 		return 0, -1, err
 	}
