@@ -76,6 +76,10 @@ func TestBadInputOneLineAndExitStatus(t *testing.T) {
 		{"unusable socket path", []string{"--listen", "unix:///proc/sockhold.sock", "--", "echo"}, 1, "listen unix:///proc/sockhold.sock"},
 		{"no such directory", []string{"--listen", "unix:///nonexistent-dir/x.sock", "--", "echo"}, 1, "no such file or directory"},
 		{"fd not open", []string{"--listen", "fd://97", "--", "echo"}, 1, "fd 97"},
+		{"fd name with a colon", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", "web:1", "--", "echo"}, 2, "':' separates"},
+		{"fd name not ASCII", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", "caf\u00e9", "--", "echo"}, 2, "printable ASCII"},
+		{"fd name too long", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", strings.Repeat("n", 256), "--", "echo"}, 2, "at most 255"},
+		{"?name= with a colon", []string{"--listen", "tcp://127.0.0.1:0?name=a:b", "--", "echo"}, 2, "':' separates"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -29,6 +29,7 @@ var (
 	fdsBin      string // lists its descriptors; C, so no runtime adds any
 	appBin      string // a long-running server for serve mode
 	fdAppBin    string // a served app that lists its descriptors (C)
+	sdNamesBin  string // a served app reading LISTEN_FDNAMES through libsystemd (C)
 )
 
 func TestMain(m *testing.M) {
@@ -51,6 +52,7 @@ func TestMain(m *testing.M) {
 	fdsBin = filepath.Join(dir, "fds")
 	appBin = filepath.Join(dir, "testapp")
 	fdAppBin = filepath.Join(dir, "fdapp")
+	sdNamesBin = filepath.Join(dir, "sdnames")
 	// When the tests run under -race, so does the daemon they drive.
 	args := []string{"build", "-o", sockholdBin, "-ldflags", "-X main.version=it-1"}
 	if raceEnabled {
@@ -71,6 +73,7 @@ func TestMain(m *testing.M) {
 		{"cc", "-O2", "-o", fdsBin, "testdata/fds.c"},
 		{"build", "-o", appBin, "./testapp"},
 		{"cc", "-O2", "-o", fdAppBin, "testdata/fdapp.c"},
+		{"cc", "-O2", "-o", sdNamesBin, "testdata/sdnames.c", "-lsystemd"},
 	} {
 		tool := "go"
 		if b[0] == "cc" {

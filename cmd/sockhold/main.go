@@ -64,7 +64,7 @@ func (c *spawnCmd) Run() error {
 
 type serveCmd struct {
 	Listen       []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): the app gets the sockets at fd 3, 4, ... in this order. Same forms as spawn."`
-	FDName       []string      `name:"fd-name" placeholder:"NAME" help:"Name of the Nth listener in LISTEN_FDNAMES (repeatable, in --listen order; default: ?name= or the URI)."`
+	FDName       []string      `name:"fd-name" placeholder:"NAME" help:"Name of the Nth listener in LISTEN_FDNAMES (repeatable, in --listen order; default: ?name=, or one made from the address such as tcp-127.0.0.1-8080). Printable ASCII without ':', at most 255 bytes."`
 	Backlog      int           `placeholder:"BACKLOG" help:"Accept-queue length (default: net.core.somaxconn)."`
 	Ready        string        `default:"timer:1s" placeholder:"HOW" help:"When a new copy counts as ready: notify (READY=1 on NOTIFY_SOCKET), einhorn (worker:ack on EINHORN_SOCK_PATH), both only from the app's own PID; or timer:DURATION (still running after DURATION)."`
 	ReadyTimeout time.Duration `name:"ready-timeout" default:"30s" help:"A copy not ready by then is killed; during a restart, the restart is abandoned and the old copy keeps serving."`

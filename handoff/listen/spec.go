@@ -24,7 +24,8 @@ type Spec struct {
 	Path    string // unix: absolute path, or "@name" for an abstract socket
 	FD      int    // fd: a descriptor number, or -1 when FDName is used
 	FDName  string // fd: a name from LISTEN_FDNAMES
-	Name    string // the name given to children (LISTEN_FDNAMES); defaults to the URI
+	Name    string // the name given to children (LISTEN_FDNAMES); see DefaultName
+	NameSet bool   // Name was given (?name=, --fd-name), not derived
 
 	// Unix socket file options.
 	Mode    os.FileMode
@@ -71,10 +72,67 @@ func Parse(raw string) (Spec, error) {
 	if err := s.applyOptions(q); err != nil {
 		return s, fmt.Errorf("listen %q: %v", raw, err)
 	}
-	if s.Name == "" {
-		s.Name = raw
+	if !s.NameSet {
+		s.Name = DefaultName(s)
 	}
 	return s, nil
+}
+
+// DefaultName is the LISTEN_FDNAMES name of a listener given none: its
+// address in a form systemd accepts as a name, since the URI itself cannot
+// be one (its ':' is LISTEN_FDNAMES' separator, and libsystemd rejects the
+// whole variable): tcp://127.0.0.1:8080 is "tcp-127.0.0.1-8080",
+// tcp://:8080 "tcp-8080", tcp6://[::1]:80 "tcp6-__1-80", unix:///run/a.sock
+// "unix-/run/a.sock", fd://3 "fd-3", fd://web "web".
+func DefaultName(s Spec) string {
+	var n string
+	switch s.Network {
+	case "tcp", "tcp4", "tcp6":
+		n = s.Network + "-" + strconv.Itoa(s.Port)
+		if s.Host != "" {
+			n = s.Network + "-" + s.Host + "-" + strconv.Itoa(s.Port)
+		}
+	case "unix":
+		n = "unix-" + s.Path
+	case "fd":
+		if s.FDName != "" {
+			return s.FDName
+		}
+		n = "fd-" + strconv.Itoa(s.FD)
+	default:
+		n = s.Network
+	}
+	b := []byte(n)
+	for i, c := range b {
+		if c < ' ' || c >= 127 || c == ':' {
+			b[i] = '_'
+		}
+	}
+	return string(b[:min(len(b), maxFDName)])
+}
+
+// maxFDName is systemd's FDNAME_MAX.
+const maxFDName = 255
+
+// CheckFDName applies systemd's rule for a LISTEN_FDNAMES name
+// (fdname_is_valid, FileDescriptorName=): 1 to 255 bytes of printable
+// ASCII, without ':'.
+func CheckFDName(n string) error {
+	switch {
+	case n == "":
+		return fmt.Errorf("name %q: must not be empty", n)
+	case len(n) > maxFDName:
+		return fmt.Errorf("name of %d bytes: systemd allows at most %d", len(n), maxFDName)
+	}
+	for _, c := range []byte(n) {
+		if c < ' ' || c >= 127 {
+			return fmt.Errorf("name %q: only printable ASCII is allowed", n)
+		}
+		if c == ':' {
+			return fmt.Errorf("name %q: ':' separates LISTEN_FDNAMES entries and is not allowed in one", n)
+		}
+	}
+	return nil
 }
 
 func (s *Spec) parseTCP(hostport string) error {
@@ -148,10 +206,10 @@ func (s *Spec) applyOptions(q url.Values) error {
 		v := vals[len(vals)-1]
 		switch key {
 		case "name":
-			if strings.ContainsAny(v, ":") || v == "" {
-				return fmt.Errorf("name %q: must be non-empty and without ':'", v)
+			if err := CheckFDName(v); err != nil {
+				return err
 			}
-			s.Name = v
+			s.Name, s.NameSet = v, true
 		case "mode", "owner", "group":
 			if s.Network != "unix" {
 				return fmt.Errorf("option %q applies to unix sockets only", key)

@@ -37,9 +37,53 @@ func TestParseForms(t *testing.T) {
 		if !c.want.HasMode && c.want.UID == 0 && !strings.Contains(c.uri, "owner") {
 			c.want.UID, c.want.GID = -1, -1
 		}
-		c.want.URI, c.want.Name = c.uri, c.uri
+		c.want.URI, c.want.Name = c.uri, DefaultName(c.want)
 		if got != c.want {
 			t.Errorf("%s:\n got %+v\nwant %+v", c.uri, got, c.want)
+		}
+	}
+}
+
+// Every default LISTEN_FDNAMES name is one systemd accepts: libsystemd's
+// sd_listen_fds_with_names() rejects the whole variable otherwise.
+func TestDefaultNamesAreValidFDNames(t *testing.T) {
+	for uri, want := range map[string]string{
+		"tcp://127.0.0.1:8080":       "tcp-127.0.0.1-8080",
+		"tcp://:873":                 "tcp-873",
+		"tcp6://[::1]:80":            "tcp6-__1-80",
+		"tcp4://0.0.0.0:0":           "tcp4-0.0.0.0-0",
+		"unix:///run/a:b.sock":       "unix-/run/a_b.sock",
+		"unix:@abs":                  "unix-@abs",
+		"fd://3":                     "fd-3",
+		"fd://web":                   "web",
+		"tcp://:80?name=web":         "web",
+		"unix:///run/caf\u00e9.sock": "unix-/run/caf__.sock",
+	} {
+		s, err := Parse(uri)
+		if err != nil {
+			t.Fatalf("%s: %v", uri, err)
+		}
+		if want != "" && s.Name != want {
+			t.Errorf("%s: name %q, want %q", uri, s.Name, want)
+		}
+		if err := CheckFDName(s.Name); err != nil {
+			t.Errorf("%s: default name %q is not valid: %v", uri, s.Name, err)
+		}
+	}
+}
+
+func TestFDNameRules(t *testing.T) {
+	for n, ok := range map[string]bool{
+		"web": true, "a b": true, "~!@#$%^&*()": true, strings.Repeat("n", 255): true,
+		"": false, "a:b": false, "tab\there": false, "caf\u00e9": false, "del\x7f": false, strings.Repeat("n", 256): false,
+	} {
+		if err := CheckFDName(n); (err == nil) != ok {
+			t.Errorf("CheckFDName(%q) = %v, want ok=%v", n, err, ok)
+		}
+	}
+	for _, uri := range []string{"tcp://:80?name=a:b", "tcp://:80?name=", "tcp://:80?name=%09x"} {
+		if _, err := Parse(uri); err == nil {
+			t.Errorf("Parse(%q) accepted a name systemd refuses", uri)
 		}
 	}
 }

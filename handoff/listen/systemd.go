@@ -62,7 +62,7 @@ func InheritFromEnv() (*Inherited, error) {
 func (inh *Inherited) Specs() []Spec {
 	var specs []Spec
 	for i, fd := range inh.fds {
-		specs = append(specs, Spec{URI: "fd://" + strconv.Itoa(fd), Network: "fd", FD: fd, Name: inh.names[i], UID: -1, GID: -1})
+		specs = append(specs, Spec{URI: "fd://" + strconv.Itoa(fd), Network: "fd", FD: fd, Name: inh.names[i], NameSet: true, UID: -1, GID: -1})
 	}
 	return specs
 }
@@ -82,7 +82,7 @@ func (inh *Inherited) Take(spec Spec) (*Socket, error) {
 		if fd < 0 {
 			return nil, fmt.Errorf("listen %s: no socket named %q in LISTEN_FDNAMES", spec.URI, spec.FDName)
 		}
-		if name == spec.URI {
+		if !spec.NameSet {
 			name = spec.FDName
 		}
 	}
@@ -90,7 +90,7 @@ func (inh *Inherited) Take(spec Spec) (*Socket, error) {
 		return nil, fmt.Errorf("listen %s: fd %d is already used", spec.URI, fd)
 	}
 	for i, f := range inh.fds {
-		if f == fd && name == spec.URI && inh.names[i] != "unknown" {
+		if f == fd && !spec.NameSet && inh.names[i] != "unknown" {
 			name = inh.names[i]
 		}
 	}

@@ -133,10 +133,10 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("%d --fd-name for %d listeners", len(o.FDNames), len(c.Listen))
 	}
 	for i, n := range o.FDNames {
-		if n == "" || strings.ContainsAny(n, ":") {
-			return nil, usage("--fd-name %q: must be non-empty and without ':'", n)
+		if err := listen.CheckFDName(n); err != nil {
+			return nil, usage("--fd-name: %v", err)
 		}
-		c.Listen[i].Name = n
+		c.Listen[i].Name, c.Listen[i].NameSet = n, true
 	}
 	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
 		"give --listen URI", "server", "sockhold serve --listen tcp://:8080 -- ./app"); err != nil {
