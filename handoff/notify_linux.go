@@ -2,44 +2,24 @@ package handoff
 
 import (
 	"errors"
-	"fmt"
-	"math/rand/v2"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// NotifySocket receives sd_notify messages from served apps: an abstract
-// datagram socket with SO_PASSCRED, so every message carries the sender's
-// PID as the kernel saw it, and readiness is taken from the app alone.
+// NotifySocket receives sd_notify messages from served apps: a datagram
+// socket with SO_PASSCRED, so every message carries the sender's PID as the
+// kernel saw it, and readiness is taken from the app alone. It is one of a
+// generation's AppSockets.
 type NotifySocket struct {
 	FD   int
-	Addr string // the value for NOTIFY_SOCKET
+	Addr string // the value for NOTIFY_SOCKET: the socket's path
 }
 
 // NotifyMessage is one datagram: who sent it and its KEY=VALUE lines.
 type NotifyMessage struct {
 	PID    int
 	Fields map[string]string
-}
-
-// ListenNotify opens a notify socket with a fresh abstract name.
-func ListenNotify() (*NotifySocket, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	name := fmt.Sprintf("@sockhold-notify/%d/%016x", os.Getpid(), rand.Uint64())
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return &NotifySocket{FD: fd, Addr: name}, nil
 }
 
 // Read returns the next message, or ok=false when none is waiting.
@@ -70,6 +50,3 @@ func (n *NotifySocket) Read() (NotifyMessage, bool) {
 		return msg, true
 	}
 }
-
-// Close closes the socket.
-func (n *NotifySocket) Close() { unix.Close(n.FD) }

@@ -34,6 +34,8 @@ func (h *Holder) do(a core.Action) {
 		if a.Proc != 0 {
 			h.forgetProc(a.Proc)
 		}
+	case core.RemoveAppDir:
+		removeAppDir(h.log, a.Path)
 	case core.RememberBinary:
 		h.rememberBinary(a.Worker)
 	case core.Arm:

@@ -108,6 +108,9 @@ func TestStopLeaveKeepsHandlersRunning(t *testing.T) {
 	in := start(t, "--listen", "tcp://127.0.0.1:0", "--on-stop", "leave", "--", handlerBin, "hold")
 	c := dialReady(t, in.addr(0))
 	defer c.Close()
+	// The worker logs through a queue of its own: START may come after
+	// the handler's "ready".
+	in.waitFor(5*time.Second, msgIs("START"))
 	pids := startedPIDs(in)
 	if code := in.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
 		t.Fatalf("exit status %d", code)

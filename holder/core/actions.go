@@ -55,6 +55,10 @@ type CountChildren struct{}
 // has gone): it reports ProcGone for those that no longer exist.
 type Audit struct{ Procs []int }
 
+// RemoveAppDir removes the directory of a worker's app sockets once the
+// worker has gone: it does so itself when it exits, but not when killed.
+type RemoveAppDir struct{ Path string }
+
 // Forget releases the handles of a worker or a proc the core is done with.
 type Forget struct{ Worker, Proc int }
 
@@ -100,6 +104,7 @@ func (SweepChildren) action()  {}
 func (CountChildren) action()  {}
 func (Audit) action()          {}
 func (Forget) action()         {}
+func (RemoveAppDir) action()   {}
 func (RememberBinary) action() {}
 func (Arm) action()            {}
 func (Reply) action()          {}

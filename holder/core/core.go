@@ -166,6 +166,16 @@ func (c *Core) control(e ControlAsk) {
 
 func (c *Core) current() *Worker { return c.Workers[c.Current] }
 
+// workerGrace is how long a leaving worker has to exit before it is
+// killed. A serve worker stays until its copies have drained, which the
+// holder bounds with --drain-timeout, so it has that as well.
+func (c *Core) workerGrace() time.Duration {
+	if c.cfg.Serve {
+		return c.cfg.DrainTimeout + c.cfg.KillGrace
+	}
+	return c.cfg.KillGrace
+}
+
 // dismiss stops a worker that will not serve: SIGTERM first, so that it
 // stops and reports whatever it started (serve mode: its copies), SIGKILL
 // after --kill-grace.
@@ -175,5 +185,5 @@ func (c *Core) dismiss(w *Worker) {
 	}
 	w.Leaving = true
 	c.do(Kill{Worker: w.ID, Sig: syscall.SIGTERM})
-	c.arm(TimerKillWorker, w.ID, c.cfg.KillGrace)
+	c.arm(TimerKillWorker, w.ID, c.workerGrace())
 }

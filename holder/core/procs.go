@@ -38,6 +38,12 @@ func (c *Core) procsReported(w *Worker, m link.Msg, ids []int) {
 			c.dropProc(id)
 		}
 	}
+	if c.Stop != nil {
+		// A serve worker reaps its own copies, through a stop too.
+		for _, a := range m.AppExits {
+			c.noteAppExit(syscall.WaitStatus(a.Status))
+		}
+	}
 	for i, s := range m.Started {
 		if i >= len(ids) {
 			break

@@ -46,6 +46,7 @@ type Worker struct {
 	Killed     bool      `json:"killed,omitempty"`      // sent SIGKILL: its link failed
 	Started    time.Time `json:"started"`
 	Deadline   int       `json:"deadline,omitempty"` // seq of its serve deadline
+	AppDir     string    `json:"app_dir,omitempty"`  // serve: its copies' sockets, removed once it has gone
 }
 
 // Proc is a handler or an app copy some worker started and reported with

@@ -20,7 +20,7 @@ func (c *Core) stop(sig syscall.Signal) {
 			c.log.Warn("repeated stop signal: hurrying", "signal", sig.String())
 			c.enterPhase(s.Phase + 1)
 		case len(c.Workers) > 0:
-			c.log.Info("repeated stop signal: the workers are still stopping (each is killed after --kill-grace)", "signal", sig.String())
+			c.log.Info("repeated stop signal: the workers are still stopping (each is killed after --kill-grace, serve mode's once its copies have had --drain-timeout)", "signal", sig.String())
 		}
 		return
 	}
@@ -33,7 +33,7 @@ func (c *Core) stop(sig syscall.Signal) {
 		c.do(Kill{Worker: w.ID, Sig: syscall.SIGTERM})
 		// A worker that does not stop within the grace is killed; its
 		// handlers are then the holder's like any others.
-		c.arm(TimerKillWorker, w.ID, c.cfg.KillGrace)
+		c.arm(TimerKillWorker, w.ID, c.workerGrace())
 	}
 	if len(c.Workers) == 0 {
 		c.applyOnStop()

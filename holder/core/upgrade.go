@@ -145,7 +145,7 @@ func (c *Core) handedOver(w *Worker) {
 	}
 	if c.cfg.Serve {
 		w.Leaving = true
-		c.arm(TimerKillWorker, w.ID, c.cfg.KillGrace)
+		c.arm(TimerKillWorker, w.ID, c.workerGrace())
 		c.finishUpgrade()
 		return
 	}

@@ -133,7 +133,7 @@ func (c *Core) linkMsg(e LinkMsg) {
 }
 
 func (c *Core) hello(w *Worker, m link.Msg) {
-	w.Helloed, w.Version, w.Proto = true, m.Version, m.Proto
+	w.Helloed, w.Version, w.Proto, w.AppDir = true, m.Version, m.Proto, m.AppDir
 	u := c.Upgrade
 	switch {
 	case w.ID == c.Current && !w.Adopted:
@@ -276,6 +276,9 @@ func (c *Core) workerExited(e WorkerExited) {
 	}
 	delete(c.Workers, w.ID)
 	c.do(Forget{Worker: w.ID})
+	if w.AppDir != "" {
+		c.do(RemoveAppDir{Path: w.AppDir})
+	}
 	var attrs []any
 	if e.HaveStatus {
 		attrs = logs.WaitAttrs(e.Status)

@@ -50,7 +50,8 @@ type Msg struct {
 	Proto      int    `json:"proto,omitempty"`
 	Generation int    `json:"gen,omitempty"`
 	Reason     string `json:"reason,omitempty"`
-	Seq        int    `json:"seq,omitempty"` // upgrade: which one; echoed with its outcome
+	Seq        int    `json:"seq,omitempty"`     // upgrade: which one; echoed with its outcome
+	AppDir     string `json:"app_dir,omitempty"` // hello, serve: the directory of its copies' sockets
 
 	// Adopt: one entry per attached pidfd.
 	PIDs   []int   `json:"pids,omitempty"`
@@ -59,9 +60,10 @@ type Msg struct {
 	More   bool    `json:"more,omitempty"`   // further pidfds follow in another message
 
 	// Procs: Started has one entry per attached pidfd, in order.
-	Started []Proc  `json:"started,omitempty"`
-	Exited  []int   `json:"exited,omitempty"` // PIDs this worker reaped
-	Counts  *Counts `json:"counts,omitempty"` // since the last report
+	Started  []Proc    `json:"started,omitempty"`
+	Exited   []int     `json:"exited,omitempty"`    // PIDs this worker reaped
+	AppExits []AppExit `json:"app_exits,omitempty"` // how the apps among them ended
+	Counts   *Counts   `json:"counts,omitempty"`    // since the last report
 
 	Signo   int   `json:"signo,omitempty"`
 	Drain   []int `json:"drain,omitempty"` // app PIDs asked to stop, for the holder to kill after DrainMS
@@ -75,6 +77,13 @@ type Proc struct {
 	App   bool   `json:"app,omitempty"`
 	Slot  int    `json:"slot,omitempty"` // app: EINHORN_CHILD_INDEX
 	Peer  string `json:"peer,omitempty"` // handler: the client
+}
+
+// AppExit is how an app copy its worker reaped ended: the raw wait status,
+// for the exit status of a stop, which reflects the app's.
+type AppExit struct {
+	PID    int `json:"pid"`
+	Status int `json:"status"`
 }
 
 // Counts are a worker's counters since its last report.

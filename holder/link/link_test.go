@@ -184,7 +184,8 @@ func TestReportsRoundTrip(t *testing.T) {
 	defer f.Close()
 	want := Msg{Type: Procs,
 		Started: []Proc{{PID: 4242, Start: 1764631234567890123, Peer: "[::1]:54321"}, {PID: 7, Start: -1, App: true, Slot: 3}},
-		Exited:  []int{4000, 1}, Counts: &Counts{Accepted: 2, Rejected: 300, SpawnFailures: 1}}
+		Exited:  []int{4000, 1}, AppExits: []AppExit{{PID: 1, Status: 9}},
+		Counts: &Counts{Accepted: 2, Rejected: 300, SpawnFailures: 1}}
 	if err := a.Send(want, int(f.Fd()), int(f.Fd())); err != nil {
 		t.Fatal(err)
 	}
@@ -198,5 +199,11 @@ func TestReportsRoundTrip(t *testing.T) {
 	}
 	if err := decodeProcs([]byte{procsTag, 5, 1}, &got); err == nil {
 		t.Fatal("a truncated report decoded")
+	}
+	// The form without app exits (an older worker's) still reads.
+	old := want
+	old.AppExits = nil
+	if err := decodeProcs(AppendProcs(nil, &old), &got); err != nil || !reflect.DeepEqual(got, old) {
+		t.Fatalf("report without app exits: %+v %v", got, err)
 	}
 }

@@ -12,7 +12,10 @@ import (
 //
 //	'P' started:uvarint { pid:varint start:varint app:byte slot:uvarint peer:bytes }
 //	    exited:uvarint { pid:varint } accepted:uvarint rejected:uvarint spawn_failures:uvarint
+//	    [ app_exits:uvarint { pid:varint status:varint } ]
 //
+// The last part is optional, so that an older holder (which ignores what
+// follows) and a newer one (which finds nothing more) read either form.
 // bytes is a uvarint length and the bytes.
 
 const procsTag = 'P'
@@ -45,7 +48,15 @@ func AppendProcs(b []byte, m *Msg) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(c.Accepted))
 	b = binary.AppendUvarint(b, uint64(c.Rejected))
-	return binary.AppendUvarint(b, uint64(c.SpawnFailures))
+	b = binary.AppendUvarint(b, uint64(c.SpawnFailures))
+	if len(m.AppExits) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(m.AppExits)))
+		for _, e := range m.AppExits {
+			b = binary.AppendVarint(b, int64(e.PID))
+			b = binary.AppendVarint(b, int64(e.Status))
+		}
+	}
+	return b
 }
 
 // isProcs tells the binary form from JSON.
@@ -75,6 +86,14 @@ func decodeProcs(b []byte, m *Msg) error {
 	c := Counts{Accepted: int(r.uvarint()), Rejected: int(r.uvarint()), SpawnFailures: int(r.uvarint())}
 	if !c.Zero() {
 		m.Counts = &c
+	}
+	if len(r.b) > 0 {
+		if n := r.uvarint(); n > 0 && n <= 1<<16 {
+			m.AppExits = make([]AppExit, n)
+			for i := range m.AppExits {
+				m.AppExits[i] = AppExit{PID: int(r.varint()), Status: int(r.varint())}
+			}
+		}
 	}
 	if r.bad {
 		return errBadProcs

@@ -133,7 +133,7 @@ func (w *Worker) handOver() {
 		w.flushReport()
 		w.send(link.Msg{Type: link.Drain, Drain: drain, DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
 		w.send(link.Msg{Type: link.HandedOver})
-		w.log.Info("upgrade: the new generation is ready; this one stopped its copies and exits")
+		w.log.Info("upgrade: the new generation is ready; this one stopped its copies and exits once they have")
 		w.stopping = true
 		return
 	}

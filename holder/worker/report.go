@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,6 +22,7 @@ type report struct {
 	started []link.Proc
 	fds     []int
 	exited  []int
+	apps    []link.AppExit
 	counts  link.Counts
 }
 
@@ -43,19 +45,25 @@ func (w *Worker) startedProc(pid, pidfd int, start time.Time, peer string, app b
 // reapedProc records a child this worker reaped.
 func (w *Worker) reapedProc(pid int) { w.report.exited = append(w.report.exited, pid) }
 
+// reapedApp reports an app copy reaped, with how it ended.
+func (w *Worker) reapedApp(pid int, ws syscall.WaitStatus) {
+	w.reapedProc(pid)
+	w.report.apps = append(w.report.apps, link.AppExit{PID: pid, Status: int(ws)})
+}
+
 // flushReport sends what the turn gathered.
 func (w *Worker) flushReport() {
 	r := &w.report
 	if r.empty() {
 		return
 	}
-	m := link.Msg{Type: link.Procs, Started: r.started, Exited: r.exited}
+	m := link.Msg{Type: link.Procs, Started: r.started, Exited: r.exited, AppExits: r.apps}
 	if !r.counts.Zero() {
 		c := r.counts
 		m.Counts = &c
 	}
 	w.send(m, r.fds...)
-	r.started, r.fds, r.exited, r.counts = r.started[:0], r.fds[:0], r.exited[:0], link.Counts{}
+	r.started, r.fds, r.exited, r.apps, r.counts = r.started[:0], r.fds[:0], r.exited[:0], r.apps[:0], link.Counts{}
 }
 
 // send sends to the holder without ever blocking the loop; what the

@@ -21,9 +21,10 @@ import (
 // for. Copies live in slots 0..N-1 (EINHORN_CHILD_INDEX); nil is empty.
 type serveState struct {
 	cfg     *config.ServeSettings
+	sockets *handoff.AppSockets // NOTIFY_SOCKET and EINHORN_SOCK_PATH
 	notify  *handoff.NotifySocket
 	einhorn *handoff.EinhornSocket
-	acks    map[int][]byte // einhorn clients connected: unread input by fd
+	acks    map[int]*einhornClient // einhorn clients connected, by fd
 	timer   *evloop.Timer
 	backoff *throttle.Backoff
 	env     []string // every dialect but EINHORN_CHILD_INDEX, which is per copy
@@ -52,19 +53,17 @@ func (w *Worker) setupServe() error {
 	s := &serveState{cfg: w.cfg.Serve, backoff: throttle.NewBackoff(100*time.Millisecond, 30*time.Second),
 		apps: make([]*app, max(1, w.cfg.Serve.Copies))}
 	var err error
-	if s.notify, err = handoff.ListenNotify(); err != nil {
-		return fmt.Errorf("notify socket: %v", err)
+	if s.sockets, err = handoff.OpenAppSockets(w.cfg.RunAs); err != nil {
+		return err
 	}
+	s.notify, s.einhorn = s.sockets.Notify, s.sockets.Einhorn
 	if s.timer, err = evloop.NewTimer(); err != nil {
 		return err
 	}
 	if err := w.watch(s.notify.FD, kindNotify); err != nil {
 		return err
 	}
-	if s.einhorn, err = handoff.ListenEinhorn(); err != nil {
-		return fmt.Errorf("einhorn socket: %v", err)
-	}
-	s.acks = map[int][]byte{}
+	s.acks = map[int]*einhornClient{}
 	if err := w.watch(s.einhorn.FD, kindEinhorn); err != nil {
 		return err
 	}
@@ -88,6 +87,23 @@ func (w *Worker) setupServe() error {
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
 	w.serve = s
 	return nil
+}
+
+// copiesLeft: a serve worker that is stopping still has copies draining.
+// It stays until they have exited (the holder kills them after
+// --drain-timeout), so that until then each keeps its parent
+// (EINHORN_MASTER_PID), its NOTIFY_SOCKET (STOPPING=1, STATUS=) and its
+// EINHORN_SOCK_PATH.
+func (w *Worker) copiesLeft() bool {
+	if w.serve == nil {
+		return false
+	}
+	for _, a := range w.serve.apps {
+		if a != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // upgrading: this worker was started by a restart that is not done yet.
@@ -268,8 +284,8 @@ func (s *serveState) readyByTimer() bool { return !s.cfg.ReadyNotify && !s.cfg.R
 // fromEinhorn accepts einhorn clients on EINHORN_SOCK_PATH.
 func (w *Worker) fromEinhorn() {
 	s := w.serve
-	for {
-		fd := s.einhorn.Accept()
+	for range 16 { // at most a batch a turn; epoll reports the rest
+		fd, pid := s.einhorn.Accept()
 		if fd < 0 {
 			return
 		}
@@ -277,39 +293,50 @@ func (w *Worker) fromEinhorn() {
 			unix.Close(fd)
 			continue
 		}
-		s.acks[fd] = nil
+		s.acks[fd] = &einhornClient{pid: pid}
 	}
 }
 
+// einhornClient is one connection on EINHORN_SOCK_PATH: who connected, as
+// the kernel recorded it (SO_PEERCRED), and its unread input.
+type einhornClient struct {
+	pid int
+	in  []byte
+}
+
 // einhornInput reads what an einhorn client sent: one message a line. A
-// "worker:ack" for a copy's own PID makes it ready (with --ready einhorn).
+// "worker:ack" from a copy itself makes it ready (with --ready einhorn);
+// the "pid" the message claims is not what decides.
 func (w *Worker) einhornInput(fd int) {
 	s := w.serve
+	c := s.acks[fd]
 	buf := make([]byte, 4096)
 	n, err := unix.Read(fd, buf)
 	if n > 0 {
-		s.acks[fd] = append(s.acks[fd], buf[:n]...)
+		c.in = append(c.in, buf[:n]...)
 	}
 	for {
-		line, rest, ok := cutLine(s.acks[fd])
+		line, rest, ok := cutLine(c.in)
 		if !ok {
 			break
 		}
-		s.acks[fd] = rest
+		c.in = rest
 		m, perr := handoff.ParseEinhornLine(line)
-		a := s.byPID(m.PID)
+		a := s.byPID(c.pid)
 		switch {
 		case perr != nil:
 			w.log.Warn("einhorn message ignored", "error", perr)
-		case m.Command == "worker:ack" && a != nil:
+		case m.Command == "worker:ack" && a == nil:
+			w.log.Warn("einhorn ack from a process that is not a copy of the app ignored", "sender", c.pid, "claimed_pid", m.PID)
+		case m.Command == "worker:ack":
 			if s.cfg.ReadyEinhorn && !a.ready && !a.stopping {
 				w.appReady(a, "einhorn")
 			}
 		default:
-			w.log.Debug("einhorn command ignored", "command", m.Command, "pid", m.PID)
+			w.log.Debug("einhorn command ignored", "command", m.Command, "sender", c.pid)
 		}
 	}
-	if n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) || len(s.acks[fd]) > 64<<10 {
+	if n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) || len(c.in) > 64<<10 {
 		delete(s.acks, fd)
 		delete(w.kinds, fd)
 		w.poll.Del(fd)
@@ -384,7 +411,7 @@ func (w *Worker) appExited(pidfd int) {
 		}
 	}
 	unix.Close(a.pidfd)
-	w.reapedProc(a.pid)
+	w.reapedApp(a.pid, ws)
 	attrs := append([]any{"app_pid", a.pid, "copy", a.slot, "ran", time.Since(a.start).Round(time.Millisecond).String()}, logs.WaitAttrs(ws)...)
 	switch {
 	case a.stopping && a.refill && !w.stopping:

@@ -229,7 +229,11 @@ func (w *Worker) run() int {
 		w.log.Error("reports socket", "error", err)
 		return 1
 	}
-	w.send(link.Msg{Type: link.Hello, Version: w.version, Proto: link.Proto}, rfd)
+	hello := link.Msg{Type: link.Hello, Version: w.version, Proto: link.Proto}
+	if w.serve != nil {
+		hello.AppDir = w.serve.sockets.Dir
+	}
+	w.send(hello, rfd)
 	unix.Close(rfd)
 	if w.serve != nil {
 		// Serve mode tells tableflip it is ready only once the app is.
@@ -240,7 +244,7 @@ func (w *Worker) run() int {
 		}
 	}
 	w.endTurn()
-	for !w.stopping {
+	for !w.stopping || w.copiesLeft() {
 		ready, err := w.poll.Wait()
 		if err != nil {
 			w.log.Error("epoll", "error", err)
@@ -254,7 +258,7 @@ func (w *Worker) run() int {
 	w.flushReport()
 	w.drainHolderQueue()
 	if w.serve != nil {
-		w.serve.einhorn.Close()
+		w.serve.sockets.Close()
 	}
 	w.log.Info("worker stopped accepting; handlers are left to the holder",
 		"live", len(w.handlers), "accepted", w.counters.accepted,

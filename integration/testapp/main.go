@@ -32,6 +32,7 @@ func main() {
 	chatty := flag.Bool("chatty", false, "write to stdout and stderr at start and while stopping")
 	hold := flag.Bool("hold", false, "keep each connection open until the client closes it")
 	drainDelay := flag.Duration("drain-delay", 0, "on the stop signal, close the listeners at once but exit only after this")
+	drainChecks := flag.Bool("drain-checks", false, "half-way through -drain-delay, record whether NOTIFY_SOCKET, EINHORN_SOCK_PATH and EINHORN_MASTER_PID still hold")
 	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\" or \"fail-copy INDEX\"")
 	flag.Parse()
 	if *modeFile != "" {
@@ -119,6 +120,9 @@ func main() {
 		wg.Wait()
 		return
 	}
+	if *drainChecks {
+		record("sockets " + os.Getenv("NOTIFY_SOCKET") + " " + os.Getenv("EINHORN_SOCK_PATH"))
+	}
 	// Recorded before it is announced: sockhold may act on READY=1 at once.
 	record("ready")
 	switch *ready {
@@ -146,7 +150,39 @@ func main() {
 	}
 	wg.Wait()
 	record("closed")
+	if *drainChecks {
+		// Long after a worker that left at once would have gone.
+		time.Sleep(*drainDelay / 2)
+		drainCheck(record)
+		time.Sleep(*drainDelay / 2)
+		return
+	}
 	time.Sleep(*drainDelay)
+}
+
+// drainCheck records what a draining copy can still reach: its
+// NOTIFY_SOCKET (puma sends STOPPING=1 from its stop hook, uwsgi writes
+// its status there), its EINHORN_SOCK_PATH, and its parent, which einhorn
+// apps expect to be EINHORN_MASTER_PID.
+func drainCheck(record func(string)) {
+	verdict := func(err error) string {
+		if err != nil {
+			return "failed"
+		}
+		return "ok"
+	}
+	_, err := daemon.SdNotify(false, "STOPPING=1\nSTATUS=draining")
+	record("draining notify " + verdict(err))
+	c, err := net.Dial("unix", os.Getenv("EINHORN_SOCK_PATH"))
+	if err == nil {
+		c.Close()
+	}
+	record("draining einhorn " + verdict(err))
+	if strconv.Itoa(os.Getppid()) == os.Getenv("EINHORN_MASTER_PID") {
+		record("draining parent ok")
+	} else {
+		record("draining parent failed")
+	}
 }
 
 func listeners(dialect string) ([]net.Listener, []string, error) {
