@@ -2,7 +2,9 @@ package integration
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,4 +82,71 @@ func TestKilledWorkersSocketDirectoryIsRemoved(t *testing.T) {
 	signalPID(old, syscall.SIGKILL)
 	in.newWorkerServing(old, 10*time.Second)
 	waitGone(t, dir, 5*time.Second)
+}
+
+// Under --user, the app's user can reach its NOTIFY_SOCKET and
+// EINHORN_SOCK_PATH (and nobody else can): both readiness protocols work
+// for an app that is not sockhold's user.
+func TestReadinessSocketsReachableByTheAppsUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root") // CI runs as root; --user needs it
+	}
+	// The shim and the app are run as nobody: installed where nobody can
+	// execute them, as /usr/local/bin would be.
+	os.Chmod(binDir, 0o755)
+	defer os.Chmod(binDir, 0o700)
+	for _, c := range []struct{ ready, dialect string }{{"notify", "systemd"}, {"einhorn", "einhorn"}} {
+		t.Run(c.ready, func(t *testing.T) {
+			dir, err := os.MkdirTemp("", "shu") // t.TempDir's parent is root's alone
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			os.Chmod(dir, 0o777)
+			events := filepath.Join(dir, "events")
+			in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", c.ready, "--ready-timeout", "5s", "--user", "nobody",
+				"--", appBin, "-dialect", c.dialect, "-ready", c.ready, "-events", events, "-drain-checks")
+			r := in.waitFor(5*time.Second, msgIs("app ready"))
+			if by := r.str("by"); by != c.ready {
+				t.Fatalf("ready by %q, want %q", by, c.ready)
+			}
+			if err := appReply("app")(mustRoundTrip(t, in.addr(0), "")); err != nil {
+				t.Fatal(err)
+			}
+			// Another user (daemon) can reach neither socket.
+			sockets := appSocketsOf(t, events, r.int("app_pid"))
+			for _, s := range []struct{ network, path string }{{"unixgram", sockets + "/notify"}, {"unix", sockets + "/einhorn"}} {
+				cmd := exec.Command(handlerBin, "dial", s.network, s.path)
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1, Gid: 1}}
+				out, err := cmd.Output()
+				if err == nil || !strings.Contains(string(out), "permission denied") {
+					t.Errorf("uid 1 connecting to %s: %v %q, want permission denied", s.path, err, out)
+				}
+			}
+			if code := in.stop(syscall.SIGTERM, 15*time.Second); code != 0 {
+				t.Fatalf("stop: exit %d, want 0", code)
+			}
+		})
+	}
+}
+
+// An einhorn ack counts only from the copy itself, as the kernel records
+// who connected (SO_PEERCRED): another process claiming the copy's PID
+// does not make it ready.
+func TestEinhornAckFromAnotherProcessIsIgnored(t *testing.T) {
+	events := filepath.Join(t.TempDir(), "events")
+	in := launch(t, startOpts{}, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "einhorn", "--ready-timeout", "30s",
+		"--", appBin, "-dialect", "einhorn", "-ready", "none", "-events", events, "-drain-checks")
+	pid := in.waitFor(10*time.Second, msgIs("app started")).int("app_pid")
+	sockets := appSocketsOf(t, events, pid)
+	if out, err := exec.Command(handlerBin, "einhorn-ack", sockets+"/einhorn", strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Fatalf("einhorn-ack: %v %s", err, out)
+	}
+	r := in.waitFor(5*time.Second, msgIs("einhorn ack from a process that is not a copy of the app ignored"))
+	if r.int("claimed_pid") != pid || r.int("sender") == pid {
+		t.Fatalf("logged %v, want the claim of %d from another sender", r, pid)
+	}
+	if n := in.count(msgIs("app ready")); n != 0 {
+		t.Fatalf("the forged ack made the app ready")
+	}
 }

@@ -67,6 +67,21 @@ func main() {
 		stream(n, d)
 	case "fake-control": // fake-control PATH: answer every request as a holder would, forged
 		fakeControl(args[0])
+	case "einhorn-ack": // einhorn-ack PATH PID: send einhorn's worker:ack claiming PID
+		c, err := net.Dial("unix", args[0])
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(c, "{\"command\":\"worker:ack\",\"pid\":%s}\n", args[1])
+		c.Close()
+	case "dial": // dial NETWORK PATH: connect to a unix socket; exit 0 if it could, else say why and exit 1
+		c, err := net.Dial(args[0], args[1])
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		c.Close()
 	default:
 		fmt.Fprintln(os.Stderr, "testhandler: unknown mode", os.Args[1])
 		os.Exit(2)
