@@ -71,6 +71,21 @@ func run(version string, configure func([]listen.Spec) (*config.Config, error)) 
 	if err != nil {
 		return fail(ExitFailure, err)
 	}
+	if cfg.Serve != nil {
+		// The app's sockets get their mode here, once, before anything
+		// runs: O_NONBLOCK belongs to the open file description every
+		// generation shares, so changing it later would change it under
+		// a copy that is still serving (nginx, which expects non-blocking
+		// sockets, would block in accept4).
+		for _, s := range socks {
+			if err := unix.SetNonblock(s.FD, cfg.Serve.NonBlocking); err != nil {
+				for _, s := range socks {
+					s.Close()
+				}
+				return fail(ExitFailure, fmt.Errorf("listen %s: %v", s.Spec.URI, err))
+			}
+		}
+	}
 	h, err := newHolder(cfg, log, exe, version, core.NewState())
 	if err == nil {
 		h.sockets = socks

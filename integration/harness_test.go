@@ -30,6 +30,7 @@ var (
 	appBin      string // a long-running server for serve mode
 	fdAppBin    string // a served app that lists its descriptors (C)
 	sdNamesBin  string // a served app reading LISTEN_FDNAMES through libsystemd (C)
+	nbAppBin    string // a served app that makes its listener non-blocking itself (C)
 )
 
 func TestMain(m *testing.M) {
@@ -53,6 +54,7 @@ func TestMain(m *testing.M) {
 	appBin = filepath.Join(dir, "testapp")
 	fdAppBin = filepath.Join(dir, "fdapp")
 	sdNamesBin = filepath.Join(dir, "sdnames")
+	nbAppBin = filepath.Join(dir, "nbapp")
 	// When the tests run under -race, so does the daemon they drive.
 	args := []string{"build", "-o", sockholdBin, "-ldflags", "-X main.version=it-1"}
 	if raceEnabled {
@@ -74,6 +76,7 @@ func TestMain(m *testing.M) {
 		{"build", "-o", appBin, "./testapp"},
 		{"cc", "-O2", "-o", fdAppBin, "testdata/fdapp.c"},
 		{"cc", "-O2", "-o", sdNamesBin, "testdata/sdnames.c", "-lsystemd"},
+		{"cc", "-O2", "-o", nbAppBin, "testdata/nbapp.c"},
 	} {
 		tool := "go"
 		if b[0] == "cc" {

@@ -71,6 +71,7 @@ type serveCmd struct {
 	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
 	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
+	NonBlocking  bool          `name:"nonblocking" help:"Hand the app its sockets in non-blocking mode, as systemd's NonBlocking= does (nginx expects it); default blocking. Set once at start and never changed."`
 	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copies (USR1,USR2,WINCH,...)."`
 	Copies       int           `short:"n" default:"1" help:"Run N copies of the app (einhorn -n); each gets EINHORN_CHILD_INDEX."`
 	Restart      string        `enum:"rolling,fleet" default:"rolling" help:"With --copies: restart one copy at a time (new one ready, then one old one stopped) or all at once (fleet)."`
@@ -97,7 +98,7 @@ func (c *serveCmd) Run() error {
 	os.Exit(holder.Serve(config.Serve{
 		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
-		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, Forward: c.Forward, KillGrace: 5 * time.Second,
+		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, NonBlocking: c.NonBlocking, Forward: c.Forward, KillGrace: 5 * time.Second,
 		Copies: c.Copies, Restart: c.Restart, Capture: c.Capture,
 		OnDemand: c.OnDemand, IdleStop: c.IdleStop, Reject: c.Reject,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,

@@ -26,6 +26,7 @@ type Serve struct {
 	StopSignal   string
 	DrainTimeout time.Duration
 	NoListenPID  bool
+	NonBlocking  bool
 	Forward      []string // signal names passed on to the app
 	Copies       int
 	Restart      string // rolling | fleet
@@ -52,6 +53,7 @@ type ServeSettings struct {
 	StopSignal   int
 	DrainTimeout time.Duration
 	NoListenPID  bool
+	NonBlocking  bool  // the app's sockets are O_NONBLOCK (systemd's NonBlocking=)
 	Forward      []int // signals the holder passes on to the current copy
 	Copies       int   // copies of the app (-n)
 	Fleet        bool  // restart all copies at once instead of one at a time
@@ -73,7 +75,7 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		KillGrace:      o.KillGrace,
 		UpgradeTimeout: o.UpgradeTimeout,
 	}
-	s := ServeSettings{ReadyTimeout: o.ReadyTimeout, DrainTimeout: o.DrainTimeout, NoListenPID: o.NoListenPID}
+	s := ServeSettings{ReadyTimeout: o.ReadyTimeout, DrainTimeout: o.DrainTimeout, NoListenPID: o.NoListenPID, NonBlocking: o.NonBlocking}
 	switch {
 	case o.Ready == "notify":
 		s.ReadyNotify = true

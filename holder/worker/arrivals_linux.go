@@ -88,10 +88,6 @@ func (a *arrivalWatch) setAll(on bool) error {
 	return first
 }
 
-// fioAsync is FIOASYNC from asm-generic/ioctls.h (x86, arm, arm64, riscv,
-// s390), which golang.org/x/sys/unix does not export.
-const fioAsync = 0x5452
-
 // setAsync uses FIOASYNC, not F_GETFL+F_SETFL: the file's flags are the
 // app's too, and a read-modify-write racing with the app setting
 // O_NONBLOCK could leave its listener blocking.

@@ -70,11 +70,11 @@ func (w *Worker) setupServe() error {
 	if err := w.watch(s.timer.FD, kindServeTimer); err != nil {
 		return err
 	}
+	// The sockets' mode (blocking unless --nonblocking) was set by the
+	// holder before the first copy started, and is never changed: every
+	// generation and copy shares one open file description.
 	for _, l := range w.listeners {
 		s.names = append(s.names, l.Name)
-		// Nobody in sockhold accepts in serve mode: hand the app the
-		// sockets in blocking mode, as systemd does by default.
-		unix.SetNonblock(l.FD, false)
 	}
 	drop := append(append(append([]string{"SOCKHOLD_VERSION", "SOCKHOLD_GENERATION", listenpid.Env}, handoff.ConnVars...), config.InternalEnv...), handoff.AppVars...)
 	if w.cfg.RunAs != nil {

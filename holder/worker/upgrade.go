@@ -54,10 +54,6 @@ func inheritListeners(upg *tableflip.Upgrader, given []config.ListenerFD) ([]con
 				return nil, fmt.Errorf("tableflip: %v", err)
 			}
 		}
-		// O_NONBLOCK lives on the shared open file description: the
-		// epoll loop needs it, and it never changes anyone's accepted
-		// connections (accept4 does not inherit it).
-		unix.SetNonblock(l.FD, true)
 		out[i] = l
 	}
 	return out, nil

@@ -140,6 +140,16 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 	if w.listeners, err = inheritListeners(w.upg, fds.Listeners); err != nil {
 		return nil, err
 	}
+	if cfg.Mode != config.ModeServe {
+		// Spawn mode accepts from its epoll loop: the sockets are the
+		// worker's alone to accept from, and non-blocking from the start
+		// (this only makes sure). Serve mode never touches their mode.
+		for _, l := range w.listeners {
+			if err := unix.SetNonblock(l.FD, true); err != nil {
+				return nil, fmt.Errorf("listener %s: %v", l.Addr, err)
+			}
+		}
+	}
 	if fds.Proto < link.Proto {
 		return nil, fmt.Errorf("this worker (link protocol %d) needs a holder that speaks it; the running holder speaks %d and cannot replace itself: restart sockhold once", link.Proto, fds.Proto)
 	}
