@@ -47,6 +47,9 @@ func (h *Holder) spawnWorker(a core.SpawnWorker) {
 	if a.AppRunning {
 		env = append(env, config.RunningEnv+"=1")
 	}
+	if a.Successor {
+		env = append(env, config.SuccessorEnv+"=1")
+	}
 	pidfd := -1
 	// The holder's own descriptor of the binary, by its /proc path: exec
 	// opens exactly the file the holder holds, whatever is at exe now.

@@ -150,3 +150,30 @@ func TestEinhornAckFromAnotherProcessIsIgnored(t *testing.T) {
 		t.Fatalf("the forged ack made the app ready")
 	}
 }
+
+// Restarts follow each other without waiting for the copies still
+// draining: a worker whose own predecessor is still draining cannot pass
+// the sockets on through tableflip until that one exits, so the holder
+// starts the next generation itself.
+func TestRestartsDoNotWaitForDrainingCopies(t *testing.T) {
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "notify", "--drain-timeout", "20s",
+		"--", appBin, "-dialect", "systemd", "-drain-delay", "4s")
+	l := startLoad(t, in.addr(0), 2, appReply("app"))
+	l.waitServed(t, 10, 10*time.Second)
+	for i := 1; i <= 4; i++ {
+		begin := time.Now()
+		if code, out, errOut := ctl(t, in, "upgrade", "--wait"); code != 0 {
+			t.Fatalf("restart %d: %d %q %q", i, code, out, errOut)
+		}
+		if took := time.Since(begin); took > 2*time.Second {
+			t.Fatalf("restart %d took %v: it waited for the copies still draining", i, took)
+		}
+		l.waitServed(t, 10, 10*time.Second)
+	}
+	if _, errs := l.finish(); len(errs) > 0 {
+		t.Fatalf("%d failed requests: %v", len(errs), errs[:min(5, len(errs))])
+	}
+	if code := in.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("stop: exit %d, want 0", code)
+	}
+}

@@ -138,7 +138,7 @@ func TestHolderFDsAndRSSStayFlat(t *testing.T) {
 	if fdsUp != fds0 || fds1 != fds0 {
 		t.Errorf("holder descriptors went from %d to %d (upgrades) and %d (kills)", fds0, fdsUp, fds1)
 	}
-	if float64(rssUp) > rssSlack*float64(rss0) || float64(rss1) > rssSlack*float64(rss0) {
+	if grewBeyondSlack(rss0, rssUp) || grewBeyondSlack(rss0, rss1) {
 		t.Errorf("holder RSS grew from %.1f MiB to %.1f (upgrades) and %.1f MiB (kills)", mib(rss0), mib(rssUp), mib(rss1))
 	}
 	if _, errs := l.finish(); len(errs) > 100 {
@@ -225,6 +225,15 @@ func TestTruncatedHandoverFailsTheUpgrade(t *testing.T) {
 // detector's shadow memory is never given back, so a race build moves
 // more (BenchmarkHolderMemory measures the production build).
 var rssSlack = map[bool]float64{true: 1.2, false: 1.05}[raceEnabled]
+
+// grewBeyondSlack: resident memory (KiB) moved from before to after by more
+// than rssSlack, or 512 KiB if that is more: one garbage collection cycle
+// later or earlier moves a 7 MiB holder by up to 0.4 MiB, once (400 worker
+// kills measured flat within 0.12 MiB after that), while a leak of a few
+// KiB per upgrade or kill grows with the count.
+func grewBeyondSlack(before, after int) bool {
+	return float64(after) > max(rssSlack*float64(before), float64(before)+512)
+}
 
 // Signals that arrive while the holder is being replaced are not lost: a
 // SIGHUP while the new binary runs its check is queued and, carried across

@@ -57,10 +57,20 @@ type load struct {
 type sample struct{ start, end time.Time }
 
 func startLoad(t testing.TB, addr string, clients int, check func(string) error) *load {
+	return startLoadWith(t, clients, func() func() (string, error) {
+		return func() (string, error) { return oneRequest(addr) }
+	}, check)
+}
+
+// startLoadWith runs clients closed-loop clients, each making requests with
+// a function of its own from newClient (an HTTP client keeping its
+// connection alive, say).
+func startLoadWith(t testing.TB, clients int, newClient func() func() (string, error), check func(string) error) *load {
 	l := &load{stop: make(chan struct{}), seen: map[string]int{}}
 	l.cond = sync.NewCond(&l.mu)
 	for i := 0; i < clients; i++ {
 		l.wg.Add(1)
+		request := newClient()
 		go func() {
 			defer l.wg.Done()
 			for {
@@ -70,7 +80,7 @@ func startLoad(t testing.TB, addr string, clients int, check func(string) error)
 				default:
 				}
 				t0 := time.Now()
-				reply, err := oneRequest(addr)
+				reply, err := request()
 				t1 := time.Now()
 				if err == nil {
 					err = check(reply)

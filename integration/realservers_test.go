@@ -20,7 +20,7 @@ var upgradedIn = regexp.MustCompile(`in ([0-9.]+) ms`)
 // restartTimes restarts n times with `upgrade --wait` under the running
 // load and returns the holder's figure for each (request → new copy
 // serving), waiting for 20 more requests after each.
-func restartTimes(t *testing.T, in *instance, l *load, n int) []time.Duration {
+func restartTimes(t testing.TB, in *instance, l *load, n int) []time.Duration {
 	t.Helper()
 	var took []time.Duration
 	for i := 0; i < n; i++ {
@@ -48,19 +48,28 @@ func medianMax(d []time.Duration) string {
 
 // tenRestartsUnderLoad is the real-server check: closed-loop load on addr,
 // 10 restarts, nothing failed, and a stop with exit 0.
-func tenRestartsUnderLoad(t *testing.T, in *instance, addr string, clients int, check func(string) error) {
+func tenRestartsUnderLoad(t testing.TB, in *instance, addr string, clients int, check func(string) error) []time.Duration {
 	t.Helper()
-	l := startLoad(t, addr, clients, check)
+	return restartsUnderLoad(t, in, 10, clients, func() func() (string, error) {
+		return func() (string, error) { return oneRequest(addr) }
+	}, check)
+}
+
+// restartsUnderLoad is tenRestartsUnderLoad with n restarts and any client.
+func restartsUnderLoad(t testing.TB, in *instance, n, clients int, newClient func() func() (string, error), check func(string) error) []time.Duration {
+	t.Helper()
+	l := startLoadWith(t, clients, newClient, check)
 	l.waitServed(t, 20, 20*time.Second)
-	took := restartTimes(t, in, l, 10)
+	took := restartTimes(t, in, l, n)
 	served, errs := l.finish()
-	t.Logf("%d requests across 10 restarts; restart %s", served, medianMax(took))
+	t.Logf("%d requests across %d restarts; restart %s", served, n, medianMax(took))
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d requests failed: %v", len(errs), served+len(errs), errs[:min(5, len(errs))])
 	}
 	if code := in.stop(syscall.SIGTERM, 30*time.Second); code != 0 {
 		t.Fatalf("stop: exit %d, want 0; log:\n%s", code, in.dump())
 	}
+	return took
 }
 
 // libsystemd's own reader: sd_listen_fds_with_names() refuses the whole of

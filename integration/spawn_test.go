@@ -283,3 +283,13 @@ func TestServeAppRunsAsUser(t *testing.T) {
 		t.Fatalf("app as nobody: %q, want uid 65534 and LISTEN_PID equal to its PID", b)
 	}
 }
+
+func freePortTB(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -14,10 +14,14 @@ const (
 	// RunningEnv tells a worker started by an upgrade whether the old one
 	// had an on-demand app running ("1"), so it knows whether to start one.
 	RunningEnv = "SOCKHOLD_APP_RUNNING"
+	// SuccessorEnv marks a worker the holder started for an upgrade itself
+	// ("1"), rather than the old worker through tableflip: it is a
+	// restart's new generation all the same.
+	SuccessorEnv = "SOCKHOLD_SUCCESSOR"
 )
 
 // InternalEnv lists the variables that never reach a handler or an app.
-var InternalEnv = []string{ConfigEnv, FDsEnv, RunningEnv, "SOCKHOLD_ROLE"}
+var InternalEnv = []string{ConfigEnv, FDsEnv, RunningEnv, SuccessorEnv, "SOCKHOLD_ROLE"}
 
 // WorkerArg is a worker's argv[1]: the holder starts its own binary with
 // it, and tableflip passes argv on to the next generation unchanged.

@@ -98,7 +98,12 @@ func (c *Core) startWorkerUpgrade() {
 		c.failUpgrade("the worker exited during the upgrade")
 		return
 	}
-	if cur.Spent || c.cfg.HolderSpawnsSuccessors {
+	// Serve mode: a worker whose own tableflip parent is still draining
+	// its copies cannot pass the sockets on through tableflip until that
+	// parent has exited (which may take --drain-timeout), so the holder,
+	// which holds them too, starts the successor instead.
+	parentDraining := c.cfg.Serve && cur.Parent != 0 && c.Workers[cur.Parent] != nil
+	if cur.Spent || c.cfg.HolderSpawnsSuccessors || parentDraining {
 		u.ViaHolder = true
 		c.spawn(SpawnWorker{Successor: true, AppRunning: c.anyAppRunning()})
 		return

@@ -107,7 +107,7 @@ func (w *Worker) copiesLeft() bool {
 }
 
 // upgrading: this worker was started by a restart that is not done yet.
-func (w *Worker) upgrading() bool { return w.upg.HasParent() && !w.serve.readySignalled }
+func (w *Worker) upgrading() bool { return w.successor && !w.serve.readySignalled }
 
 // rolling: this restart replaces one copy at a time.
 func (s *serveState) rolling() bool { return !s.cfg.Fleet && len(s.apps) > 1 }

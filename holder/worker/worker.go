@@ -36,6 +36,7 @@ type Worker struct {
 	listeners []config.ListenerFD
 	adm       throttle.Admission
 	upg       *tableflip.Upgrader
+	successor bool // started for an upgrade: by the old worker (tableflip) or by the holder
 
 	gen            int  // assigned by the holder in the adopt message
 	adopted        bool // no accepting before the older generations are counted
@@ -140,6 +141,7 @@ func newWorker(cfg *config.Config, fds *config.WorkerFDs, log *slog.Logger, vers
 	if w.listeners, err = inheritListeners(w.upg, fds.Listeners); err != nil {
 		return nil, err
 	}
+	w.successor = w.upg.HasParent() || os.Getenv(config.SuccessorEnv) == "1"
 	if cfg.Mode != config.ModeServe {
 		// Spawn mode accepts from its epoll loop: the sockets are the
 		// worker's alone to accept from, and non-blocking from the start

@@ -1,0 +1,1 @@
+run lambda { |env| [200, {"Content-Type" => "text/plain"}, ["puma #{Process.pid}\n"]] }
