@@ -14,11 +14,23 @@ import (
 	"github.com/sockhold/sockhold/throttle"
 )
 
+// acceptBatch bounds the connections taken per wake-up: under any load the
+// loop returns to epoll, which reaps exited handlers, hears the holder and
+// signals, and reports the listener (level-triggered) again at once.
+const acceptBatch = 64
+
 // acceptFrom takes pending connections from one listener for as long as the
 // admission allows (queue policy) or until the queue is empty (reject
-// policy). Connections left behind stay in the kernel's queue, in order.
+// policy), at most acceptBatch of them. Connections left behind stay in the
+// kernel's queue, in order.
 func (w *Worker) acceptFrom(l config.ListenerFD) {
-	for !w.stopping {
+	if !w.spawnHeld() {
+		return
+	}
+	for range acceptBatch {
+		if w.stopping || time.Now().Before(w.acceptPausedUntil) {
+			return
+		}
 		verdict, load := w.adm.Check()
 		if w.cfg.WhenFull == config.WhenFullQueue && verdict != throttle.Admit {
 			return
@@ -56,12 +68,67 @@ func (w *Worker) acceptFailed(l config.ListenerFD, err error) {
 	}
 }
 
-// spawn hands connection fd to a new handler. On failure the connection is
-// answered (with the reject message, if any) and closed at once, and later
-// connections are answered the same way until a backoff has passed.
+// heldConn is a connection accepted when the machine then had no room to
+// start its handler (descriptors, memory, processes): it waits for the
+// next try instead of being refused.
+type heldConn struct {
+	fd     int
+	remote unix.Sockaddr
+}
+
+// lackOfResources: the handler could not start for want of something the
+// machine may soon have again, not because the command cannot run.
+func lackOfResources(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOMEM, unix.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// spawnHeld tries again the connection held for lack of resources; false
+// while it still cannot start (accepting stays paused).
+func (w *Worker) spawnHeld() bool {
+	h := w.heldConn
+	if h == nil {
+		return true
+	}
+	// Not after a handover: the successor has the count, and a process
+	// started now would be in nobody's.
+	if w.stopping || !w.upgrade.takesWork() || time.Now().Before(w.acceptPausedUntil) {
+		return false
+	}
+	w.heldConn = nil
+	w.spawn(h.fd, h.remote)
+	return w.heldConn == nil
+}
+
+// refuseHeld answers the held connection when this worker takes no more
+// work (it stops, or hands over).
+func (w *Worker) refuseHeld() {
+	if h := w.heldConn; h != nil {
+		w.heldConn = nil
+		w.reject(h.fd, handoff.DescribeConn(h.fd, h.remote).Text, "worker stopping before a handler could start")
+	}
+}
+
+// spawn hands connection fd to a new handler. If the machine lacks the
+// resources to start it, the connection is held and accepting pauses, with
+// backoff, leaving the queue alone, as an accept that fails with EMFILE
+// does. If the command cannot run, the connection is answered (with the
+// reject message, if any) and closed at once, and later connections are
+// answered the same way until a backoff has passed.
 func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 	peer := handoff.DescribeConn(fd, remote)
 	pid, pidfd, err := w.cmd.StartHandler(fd, 2, peer.Env)
+	if err != nil && lackOfResources(err) {
+		d := w.acceptBackoff.Fail()
+		w.acceptPausedUntil = time.Now().Add(d)
+		w.heldConn = &heldConn{fd: fd, remote: remote}
+		w.log.Warn("cannot start a handler for lack of resources; accepting paused, the connection waits", "peer", peer.Text, "error", err, "pause", d.String())
+		return
+	}
 	if err != nil {
 		d := w.spawnBackoff.Fail()
 		w.spawnHoldUntil = time.Now().Add(d)
@@ -73,6 +140,7 @@ func (w *Worker) spawn(fd int, remote unix.Sockaddr) {
 	}
 	unix.Close(fd)
 	w.spawnBackoff.Reset()
+	w.acceptBackoff.Reset()
 	h := &handler{pid: pid, pidfd: pidfd, start: time.Now(), peer: peer.Text}
 	w.track(h)
 	w.startedProc(pid, pidfd, h.start, peer.Text, false, 0)

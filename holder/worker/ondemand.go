@@ -130,7 +130,7 @@ func (w *Worker) demandArrived(fd int) {
 // reject message, if any) and closes them. The listener is blocking in
 // serve mode, so each accept is preceded by a zero-timeout poll.
 func (w *Worker) rejectPending(fd int) {
-	for {
+	for range 1024 { // bounded: what is left is answered after the next start fails
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, _ := unix.Poll(pfd, 0); n < 1 {
 			return

@@ -255,7 +255,7 @@ func (w *Worker) serveTimer() {
 // fromNotify reads sd_notify messages; only a copy's own PID counts.
 func (w *Worker) fromNotify() {
 	s := w.serve
-	for {
+	for range 64 { // a batch a turn; epoll reports the rest
 		m, ok := s.notify.Read()
 		if !ok {
 			return

@@ -64,6 +64,7 @@ type Worker struct {
 	spawnHoldUntil    time.Time
 	acceptBackoff     *throttle.Backoff
 	acceptPausedUntil time.Time
+	heldConn          *heldConn // accepted, its handler not yet started for lack of resources
 
 	logConns   bool         // info level on: one line per connection
 	stopSignal atomic.Value // os.Signal, set by the signal goroutine
@@ -267,6 +268,7 @@ func (w *Worker) run() int {
 		}
 		w.endTurn()
 	}
+	w.refuseHeld()
 	w.flushReport()
 	w.drainHolderQueue()
 	if w.serve != nil {
@@ -314,6 +316,7 @@ func (w *Worker) dispatch(r evloop.Ready) {
 		w.handlerDone(fd)
 	case kindTimer:
 		w.timer.Fired()
+		w.spawnHeld()
 	case kindWake:
 		w.wake.Drain()
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
