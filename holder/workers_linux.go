@@ -48,7 +48,7 @@ func (h *Holder) spawnWorker(a core.SpawnWorker) {
 		env = append(env, config.RunningEnv+"=1")
 	}
 	if a.Successor {
-		env = append(env, config.SuccessorEnv+"=1")
+		env = append(env, config.SuccessorEnv+"=1", config.IndicesEnv+"="+config.EncodeIndices(a.AppIndices))
 	}
 	pidfd := -1
 	// The holder's own descriptor of the binary, by its /proc path: exec

@@ -177,3 +177,30 @@ func TestRestartsDoNotWaitForDrainingCopies(t *testing.T) {
 		t.Fatalf("stop: exit %d, want 0", code)
 	}
 }
+
+// einhorn fidelity: a new copy gets the lowest EINHORN_CHILD_INDEX that no
+// live copy holds (the old copy, draining, keeps 0); commands other than
+// worker:ack get an answer; and SIGHUP to EINHORN_MASTER_PID, einhorn's own
+// restart signal, restarts.
+func TestEinhornFidelity(t *testing.T) {
+	events := filepath.Join(t.TempDir(), "events")
+	in := start(t, "serve", "--listen", "tcp://127.0.0.1:0", "--ready", "einhorn", "--drain-timeout", "10s",
+		"--", appBin, "-dialect", "einhorn", "-ready", "einhorn", "-events", events, "-drain-delay", "3s", "-drain-checks")
+	first := in.waitFor(5*time.Second, msgIs("app ready")).int("app_pid")
+	waitAppEvent(t, events, first, "index 0", 5*time.Second)
+	sock := appSocketsOf(t, events, first) + "/einhorn"
+	for cmd, want := range map[string]string{"state": "copy 0: pid " + strconv.Itoa(first), "bogus": "Unrecognized command: bogus", "ehlo": "sockhold"} {
+		out, err := exec.Command(handlerBin, "einhorn-cmd", sock, cmd).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"message"`) || !strings.Contains(string(out), want) {
+			t.Errorf("einhorn %s: %v %q, want a message containing %q", cmd, err, out, want)
+		}
+	}
+	// What einhorn apps do to restart themselves.
+	signalPID(in.workerPID(), syscall.SIGHUP)
+	in.waitFor(10*time.Second, msgIs("upgrade done"))
+	second := in.waitForN(5*time.Second, 2, msgIs("app ready"))[1].int("app_pid")
+	waitAppEvent(t, events, second, "index 1", 5*time.Second)
+	if code := in.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("stop: exit %d, want 0", code)
+	}
+}

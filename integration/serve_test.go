@@ -396,7 +396,9 @@ func TestServeRollingRestartFailingHalfWay(t *testing.T) {
 	old := in.workerPID()
 	l := startLoad(t, in.addr(0), 4, appReply("app"))
 	l.waitServed(t, 20, 10*time.Second)
-	os.WriteFile(mode, []byte("fail-copy 1"), 0o644)
+	// The old copies hold EINHORN_CHILD_INDEX 0-2, so the new ones get
+	// 3, 4, 5: the second new copy fails.
+	os.WriteFile(mode, []byte("fail-copy 4"), 0o644)
 	code, _, errOut := ctl(t, in, "upgrade", "--wait")
 	if code != 1 || !strings.Contains(errOut, "exited before it was ready") {
 		t.Fatalf("half-way failure: exit %d %q", code, errOut)

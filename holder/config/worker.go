@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // Environment variables through which the holder starts a worker. They are
@@ -18,10 +20,35 @@ const (
 	// ("1"), rather than the old worker through tableflip: it is a
 	// restart's new generation all the same.
 	SuccessorEnv = "SOCKHOLD_SUCCESSOR"
+	// IndicesEnv gives a new generation the EINHORN_CHILD_INDEX values
+	// that live copies of older ones hold ("0,1"): einhorn gives a new
+	// copy the lowest index no live copy holds.
+	IndicesEnv = "SOCKHOLD_APP_INDICES"
 )
 
 // InternalEnv lists the variables that never reach a handler or an app.
-var InternalEnv = []string{ConfigEnv, FDsEnv, RunningEnv, SuccessorEnv, "SOCKHOLD_ROLE"}
+var InternalEnv = []string{ConfigEnv, FDsEnv, RunningEnv, SuccessorEnv, IndicesEnv, "SOCKHOLD_ROLE"}
+
+// EncodeIndices and DecodeIndices are IndicesEnv's form: "0,1,3".
+func EncodeIndices(idx []int) string {
+	s := make([]string, len(idx))
+	for i, n := range idx {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// DecodeIndices ignores what is not a non-negative number: at worst an
+// index is given twice, as before this existed.
+func DecodeIndices(v string) map[int]bool {
+	out := map[int]bool{}
+	for _, f := range strings.Split(v, ",") {
+		if n, err := strconv.Atoi(f); err == nil && n >= 0 && n < 1<<20 {
+			out[n] = true
+		}
+	}
+	return out
+}
 
 // WorkerArg is a worker's argv[1]: the holder starts its own binary with
 // it, and tableflip passes argv on to the next generation unchanged.

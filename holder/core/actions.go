@@ -16,7 +16,8 @@ type Action interface{ action() }
 // answers WorkerSpawned or WorkerSpawnFailed.
 type SpawnWorker struct {
 	Successor  bool
-	AppRunning bool // serve --on-demand: an app of the generation it replaces runs
+	AppRunning bool  // serve --on-demand: an app of the generation it replaces runs
+	AppIndices []int // serve: EINHORN_CHILD_INDEX values live copies hold
 }
 
 // AcceptLink makes connection Link the link of worker Worker.

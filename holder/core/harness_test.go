@@ -129,7 +129,7 @@ func (r *rig) upgradeToWorkerPhase(ctl int) {
 	mustHave(r.t, r.ev(HolderChecked{Seq: r.c.UpgradeSeq}), ExecHolder{})
 	r.reexec()
 	old := r.c.Current
-	mustHave(r.t, r.ev(Resumed{}), Send{Worker: old, Msg: link.Msg{Type: link.Upgrade, Seq: r.c.UpgradeSeq}})
+	mustHave(r.t, r.ev(Resumed{}), Send{Worker: old, Msg: link.Msg{Type: link.Upgrade, Seq: r.c.UpgradeSeq, Indices: r.c.appIndices(0)}})
 }
 
 // reexec hands the state to a new core through JSON, as a holder that

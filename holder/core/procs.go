@@ -60,6 +60,21 @@ func (c *Core) procsReported(w *Worker, m link.Msg, ids []int) {
 	}
 }
 
+// appIndices is the sorted EINHORN_CHILD_INDEX values that live app copies
+// hold, except those of worker except.
+func (c *Core) appIndices(except int) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, p := range c.Procs {
+		if p.App && (except == 0 || p.Owner != except) && !seen[p.Slot] {
+			seen[p.Slot] = true
+			out = append(out, p.Slot)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
 // orphan makes the holder p's parent (its worker has gone).
 func (c *Core) orphan(p *Proc) {
 	if c.byOwner != nil {

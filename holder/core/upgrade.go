@@ -105,10 +105,10 @@ func (c *Core) startWorkerUpgrade() {
 	parentDraining := c.cfg.Serve && cur.Parent != 0 && c.Workers[cur.Parent] != nil
 	if cur.Spent || c.cfg.HolderSpawnsSuccessors || parentDraining {
 		u.ViaHolder = true
-		c.spawn(SpawnWorker{Successor: true, AppRunning: c.anyAppRunning()})
+		c.spawn(SpawnWorker{Successor: true, AppRunning: c.anyAppRunning(), AppIndices: c.appIndices(0)})
 		return
 	}
-	c.do(Send{Worker: cur.ID, Msg: link.Msg{Type: link.Upgrade, Seq: u.Seq}})
+	c.do(Send{Worker: cur.ID, Msg: link.Msg{Type: link.Upgrade, Seq: u.Seq, Indices: c.appIndices(0)}})
 }
 
 // childReady: tableflip in the old worker says its child is ready. From a

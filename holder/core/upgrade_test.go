@@ -303,7 +303,7 @@ func TestServeUpgradeStopsOldCopiesOnlyOnceNewServes(t *testing.T) {
 	nw := r.id()
 	r.ev(PeerLinked{Link: nw, PID: 20, PPID: 10, UIDOK: true, ExeOK: true, HasPidfd: true})
 	a := r.msg(nw, link2Hello())
-	mustHave(t, a, Send{Worker: nw, Msg: link.Msg{Type: link.Adopt, Generation: 2}})
+	mustHave(t, a, Send{Worker: nw, Msg: link.Msg{Type: link.Adopt, Generation: 2, Indices: []int{0}}}) // the old copy still holds EINHORN_CHILD_INDEX 0
 	mustNot(t, a, "hand-over before the new copies are ready", func(a Action) bool {
 		s, ok := a.(Send)
 		return ok && s.Msg.Type == link.HandOver

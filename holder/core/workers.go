@@ -123,6 +123,11 @@ func (c *Core) linkMsg(e LinkMsg) {
 		c.armDrains(w, m.Drain)
 	case link.Rolled:
 		c.rolled(w)
+	case link.Restart:
+		if w.ID == c.Current && !w.Leaving {
+			c.log.Info("the worker got SIGHUP (an app signalling EINHORN_MASTER_PID, say): restarting", "worker", w.PID)
+			c.requestUpgrade(0, false)
+		}
 	case link.AdoptFailed:
 		c.log.Error("worker could not take the handover; stopping it", "pid", w.PID, "reason", m.Reason)
 		if u := c.Upgrade; u != nil && w.ID == u.New {
@@ -169,7 +174,7 @@ func (c *Core) adopt(w *Worker) {
 		}
 	}
 	if c.cfg.Serve {
-		c.do(Send{Worker: w.ID, Msg: link.Msg{Type: link.Adopt, Generation: w.Gen}})
+		c.do(Send{Worker: w.ID, Msg: link.Msg{Type: link.Adopt, Generation: w.Gen, Indices: c.appIndices(w.ID)}})
 		return
 	}
 	var batch []*Proc

@@ -38,6 +38,7 @@ const (
 	UpgradeFailed = "upgrade-failed" // worker -> holder: Reason says why; I keep serving
 	Signal        = "signal"         // holder -> worker: pass Signo on to the app
 	Rolled        = "rolled"         // new worker -> holder: one more new copy is ready
+	Restart       = "restart"        // worker -> holder: I got SIGHUP (einhorn apps signal EINHORN_MASTER_PID); restart
 	StopOne       = "stop-one"       // holder -> old worker: stop one copy (rolling restart)
 	Drain         = "drain"          // worker -> holder: these apps were asked to stop
 	Output        = "output"         // worker -> holder: the read end of an app's stdout/stderr
@@ -52,6 +53,7 @@ type Msg struct {
 	Reason     string `json:"reason,omitempty"`
 	Seq        int    `json:"seq,omitempty"`     // upgrade: which one; echoed with its outcome
 	AppDir     string `json:"app_dir,omitempty"` // hello, serve: the directory of its copies' sockets
+	Indices    []int  `json:"indices,omitempty"` // upgrade, adopt (serve): EINHORN_CHILD_INDEX values live copies of other generations hold
 
 	// Adopt: one entry per attached pidfd.
 	PIDs   []int   `json:"pids,omitempty"`

@@ -2,10 +2,12 @@ package worker
 
 import (
 	"errors"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockhold/sockhold/holder/config"
 	"github.com/sockhold/sockhold/holder/link"
 )
 
@@ -40,6 +42,10 @@ func (w *Worker) fromHolderMsg(m link.Msg, fds []int) {
 		w.adopt(m, fds)
 		return
 	case link.Upgrade:
+		if w.serve != nil {
+			// tableflip gives the new worker this process's environment.
+			os.Setenv(config.IndicesEnv, config.EncodeIndices(m.Indices))
+		}
 		w.startUpgrade(m.Seq)
 	case link.HandOver:
 		w.handOver()
@@ -80,6 +86,10 @@ func (w *Worker) adopt(m link.Msg, fds []int) {
 		// Serve mode has no handler budget: the old apps are the
 		// holder's to drain.
 		closeFDs(fds)
+		if !w.adopted {
+			// Fresher than what this worker started with.
+			w.serve.othersIdx = config.DecodeIndices(config.EncodeIndices(m.Indices))
+		}
 		if !w.adopted && !m.More {
 			w.gen, w.adopted = m.Generation, true
 			w.log = w.log.With("gen", w.gen)

@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,16 +33,18 @@ type serveState struct {
 	names   []string
 
 	apps           []*app
-	restartAt      time.Time // empty slots are refilled then (zero: none due)
-	readySignalled bool      // tableflip told: the new generation is ready
-	servingSent    bool      // the holder told
-	rolledOut      []int     // old worker: slots stopped for a rolling restart
-	demand         onDemand  // serve --on-demand
+	restartAt      time.Time    // empty slots are refilled then (zero: none due)
+	readySignalled bool         // tableflip told: the new generation is ready
+	servingSent    bool         // the holder told
+	rolledOut      []int        // old worker: slots stopped for a rolling restart
+	demand         onDemand     // serve --on-demand
+	othersIdx      map[int]bool // EINHORN_CHILD_INDEX values copies of other generations hold
 }
 
 // app is one running copy of the served program.
 type app struct {
-	slot       int
+	slot       int // its place among this generation's copies
+	index      int // EINHORN_CHILD_INDEX: the lowest no live copy of any generation held when it started
 	pid, pidfd int
 	start      time.Time
 	ready      bool
@@ -85,6 +89,7 @@ func (w *Worker) setupServe() error {
 		s.env = append(s.env, w.cfg.RunAs.Env...)
 	}
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
+	s.othersIdx = config.DecodeIndices(os.Getenv(config.IndicesEnv))
 	w.serve = s
 	return nil
 }
@@ -128,7 +133,8 @@ func (w *Worker) startCopies() {
 func (w *Worker) startApp(slot int) {
 	s := w.serve
 	path, argv := w.cfg.CommandPath, w.cfg.Command
-	env := append(append([]string{}, s.env...), handoff.AppEnv(s.names, os.Getpid(), slot, s.notify.Addr, s.einhorn.Path)...)
+	index := s.freeIndex()
+	env := append(append([]string{}, s.env...), handoff.AppEnv(s.names, os.Getpid(), index, s.notify.Addr, s.einhorn.Path)...)
 	if !s.cfg.NoListenPID {
 		path, argv = listenpid.Args(os.Args[0], path, argv)
 		env = append(env, listenpid.Env+"=1")
@@ -162,11 +168,26 @@ func (w *Worker) startApp(slot int) {
 		w.appFailed(reason)
 		return
 	}
-	a := &app{slot: slot, pid: pid, pidfd: pidfd, start: time.Now()}
+	a := &app{slot: slot, index: index, pid: pid, pidfd: pidfd, start: time.Now()}
 	s.apps[slot] = a
 	w.watch(pidfd, kindApp)
-	w.startedProc(pid, pidfd, a.start, "", true, slot)
-	w.log.Info("app started", "app_pid", pid, "copy", slot, "ready", s.cfg.String())
+	w.startedProc(pid, pidfd, a.start, "", true, index)
+	w.log.Info("app started", "app_pid", pid, "copy", index, "ready", s.cfg.String())
+}
+
+// freeIndex is the lowest EINHORN_CHILD_INDEX no live copy holds, of this
+// generation or, as far as the holder last said, of another (einhorn's
+// rule: a new copy never shares an index with one still serving).
+func (s *serveState) freeIndex() int {
+	for i := 0; ; i++ {
+		taken := s.othersIdx[i]
+		for _, a := range s.apps {
+			taken = taken || (a != nil && a.index == i)
+		}
+		if !taken {
+			return i
+		}
+	}
 }
 
 func (s *serveState) byPID(pid int) *app {
@@ -333,7 +354,9 @@ func (w *Worker) einhornInput(fd int) {
 				w.appReady(a, "einhorn")
 			}
 		default:
-			w.log.Debug("einhorn command ignored", "command", m.Command, "sender", c.pid)
+			// Every other command expects an answer (einhornsh waits for
+			// one), even if it is that sockhold does not do it.
+			einhornReply(fd, w.einhornAnswer(m.Command))
 		}
 	}
 	if n == 0 || (err != nil && err != unix.EAGAIN && err != unix.EINTR) || len(c.in) > 64<<10 {
@@ -342,6 +365,43 @@ func (w *Worker) einhornInput(fd int) {
 		w.poll.Del(fd)
 		unix.Close(fd)
 	}
+}
+
+// einhornAnswer carries out an einhorn command (what sockhold can of it)
+// and says what was done, in einhorn's words where it has them.
+func (w *Worker) einhornAnswer(command string) string {
+	switch command {
+	case "ehlo":
+		return fmt.Sprintf("Welcome! You are speaking to sockhold %s (einhorn-compatible commands: state, upgrade, reload) as worker %d.", w.version, os.Getpid())
+	case "state":
+		var b strings.Builder
+		fmt.Fprintf(&b, "generation %d, worker %d", w.gen, os.Getpid())
+		for _, a := range w.serve.apps {
+			if a != nil {
+				fmt.Fprintf(&b, "\ncopy %d: pid %d, ready %v, stopping %v", a.index, a.pid, a.ready, a.stopping)
+			}
+		}
+		return b.String()
+	case "upgrade", "reload":
+		if w.stopping {
+			return "This generation is stopping; the current one restarts."
+		}
+		w.log.Info("einhorn command: restarting", "command", command)
+		w.send(link.Msg{Type: link.Restart})
+		return "Upgrading, as commanded"
+	default:
+		return "Unrecognized command: " + command
+	}
+}
+
+// einhornReply sends one message in einhorn's wire format: a JSON (so
+// YAML) mapping with the text under "message", '%' and newlines escaped,
+// one line. The client reads it at once; one that does not loses it, and
+// the loop never waits for it.
+func einhornReply(fd int, text string) {
+	b, _ := json.Marshal(map[string]string{"message": text})
+	line := strings.NewReplacer("%", "%25", "\n", "%0A").Replace(string(b)) + "\n"
+	unix.Write(fd, []byte(line))
 }
 
 func cutLine(b []byte) (string, []byte, bool) {

@@ -68,6 +68,7 @@ type Worker struct {
 
 	logConns   bool         // info level on: one line per connection
 	stopSignal atomic.Value // os.Signal, set by the signal goroutine
+	hupPending atomic.Bool  // a SIGHUP to pass on to the holder
 	upgrade    upgradeState
 	serve      *serveState // serve mode only
 	stopping   bool
@@ -226,8 +227,14 @@ func (w *Worker) run() int {
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
 	go func() {
 		for s := range sigc {
-			if s == syscall.SIGHUP || s == syscall.SIGPIPE {
-				continue // upgrades are the holder's to start
+			if s == syscall.SIGPIPE {
+				continue
+			}
+			if s == syscall.SIGHUP {
+				// Upgrades are the holder's to start: it is told.
+				w.hupPending.Store(true)
+				w.wake.Wake()
+				continue
 			}
 			w.stopSignal.Store(s)
 			w.wake.Wake()
@@ -319,6 +326,11 @@ func (w *Worker) dispatch(r evloop.Ready) {
 		w.spawnHeld()
 	case kindWake:
 		w.wake.Drain()
+		if w.hupPending.Swap(false) && !w.stopping {
+			// einhorn's restart signal: apps send it to EINHORN_MASTER_PID.
+			w.log.Info("SIGHUP received; passing it on to the holder, which restarts")
+			w.send(link.Msg{Type: link.Restart})
+		}
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
 			if w.serve != nil {

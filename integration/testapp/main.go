@@ -122,6 +122,7 @@ func main() {
 	}
 	if *drainChecks {
 		record("sockets " + os.Getenv("NOTIFY_SOCKET") + " " + os.Getenv("EINHORN_SOCK_PATH"))
+		record("index " + os.Getenv("EINHORN_CHILD_INDEX"))
 	}
 	// Recorded before it is announced: sockhold may act on READY=1 at once.
 	record("ready")

@@ -75,6 +75,20 @@ func main() {
 		}
 		fmt.Fprintf(c, "{\"command\":\"worker:ack\",\"pid\":%s}\n", args[1])
 		c.Close()
+	case "einhorn-cmd": // einhorn-cmd PATH COMMAND: send an einhorn command, print the one-line answer
+		c, err := net.Dial("unix", args[0])
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(c, "{\"command\":\"%s\"}\n", args[1])
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			fmt.Println("no answer:", err)
+			os.Exit(1)
+		}
+		fmt.Print(line)
 	case "dial": // dial NETWORK PATH: connect to a unix socket; exit 0 if it could, else say why and exit 1
 		c, err := net.Dial(args[0], args[1])
 		if err != nil {
