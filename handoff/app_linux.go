@@ -23,6 +23,7 @@ func StartApp(path string, argv, env []string, listeners []int, as *RunAs, out i
 	pidfd = -1
 	WithEmptySignalMask(func() {
 		pid, err = syscall.ForkExec(path, argv, &syscall.ProcAttr{
+			Dir:   as.dir(),
 			Env:   env,
 			Files: files,
 			Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd, Credential: as.credential()},

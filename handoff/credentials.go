@@ -15,6 +15,7 @@ type RunAs struct {
 	UID, GID int
 	Groups   []uint32 // supplementary groups
 	Env      []string // HOME, USER, LOGNAME for the target user
+	Dir      string   // working directory: the user's home if it exists, else /
 }
 
 // LookupRunAs resolves --user and --group (names or numbers). The primary
@@ -47,6 +48,12 @@ func LookupRunAs(userName, groupName string) (*RunAs, error) {
 			}
 		}
 		r.Env = []string{"HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}
+		// Not sockhold's own directory, which the user may not be able
+		// to read (a shell's getcwd, git and Python's os.getcwd fail).
+		r.Dir = "/"
+		if st, err := os.Stat(u.HomeDir); err == nil && st.IsDir() && u.HomeDir != "" {
+			r.Dir = u.HomeDir
+		}
 	}
 	if groupName != "" {
 		g, err := user.LookupGroup(groupName)
@@ -77,5 +84,17 @@ func (r *RunAs) credential() *syscall.Credential {
 	return &syscall.Credential{Uid: uint32(r.UID), Gid: uint32(r.GID), Groups: r.Groups}
 }
 
-// IdentityVars are the variables RunAs replaces in a child's environment.
-var IdentityVars = []string{"HOME", "USER", "LOGNAME"}
+// IdentityVars are the variables RunAs replaces in a child's environment,
+// and sockhold's own session's, which belong to sockhold's user (its
+// runtime directory, its D-Bus session, its SSH agent) and are not passed
+// to a child running as someone else.
+var IdentityVars = []string{"HOME", "USER", "LOGNAME", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK", "XAUTHORITY"}
+
+// dir is the working directory a child of this identity starts in ("" keeps
+// sockhold's).
+func (r *RunAs) dir() string {
+	if r == nil {
+		return ""
+	}
+	return r.Dir
+}

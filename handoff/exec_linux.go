@@ -73,6 +73,7 @@ func (c *Command) StartHandler(conn, stderr int, connEnv []string) (pid, pidfd i
 	c.envBuf = env
 	pidfd = -1
 	attr := &syscall.ProcAttr{
+		Dir:   c.RunAs.dir(),
 		Env:   env,
 		Files: []uintptr{uintptr(conn), uintptr(conn), uintptr(stderr)},
 		Sys:   &syscall.SysProcAttr{Setsid: true, PidFD: &pidfd, Credential: c.RunAs.credential()},

@@ -79,6 +79,9 @@ func TestBadInputOneLineAndExitStatus(t *testing.T) {
 		{"fd name with a colon", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", "web:1", "--", "echo"}, 2, "':' separates"},
 		{"fd name not ASCII", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", "caf\u00e9", "--", "echo"}, 2, "printable ASCII"},
 		{"fd name too long", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--fd-name", strings.Repeat("n", 256), "--", "echo"}, 2, "at most 255"},
+		{"--env without =", []string{"--listen", "tcp://127.0.0.1:0", "--env", "NOVALUE", "--", "echo"}, 2, "NAME=VALUE"},
+		{"--env of a reserved name", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--env", "LISTEN_FDS=2", "--", "echo"}, 2, "sockhold sets the LISTEN_*"},
+		{"--unset-env bad name", []string{"--listen", "tcp://127.0.0.1:0", "--unset-env", "A-B", "--", "echo"}, 2, "a variable name"},
 		{"?name= with a colon", []string{"--listen", "tcp://127.0.0.1:0?name=a:b", "--", "echo"}, 2, "':' separates"},
 	}
 	for _, c := range cases {

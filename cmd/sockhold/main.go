@@ -23,6 +23,14 @@ import (
 // version is stamped at build time: -ldflags "-X main.version=1.2.3".
 var version = "dev"
 
+// childFlags are what both modes take about the children they start.
+type childFlags struct {
+	User     string   `placeholder:"USER" help:"Run handlers or the app as USER (name or uid), with its groups, HOME/USER/LOGNAME and its home (or /) as working directory; sockhold keeps its own identity to hold the sockets."`
+	Group    string   `placeholder:"GROUP" help:"Run handlers or the app with GROUP (name or gid) as primary group."`
+	Env      []string `sep:"none" placeholder:"NAME=VALUE" help:"Set NAME to VALUE in every child's environment (repeatable), e.g. --env 'NGINX=3;'."`
+	UnsetEnv []string `name:"unset-env" sep:"none" placeholder:"NAME" help:"Remove NAME from every child's environment (repeatable)."`
+}
+
 type spawnCmd struct {
 	Listen        []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): tcp://HOST:PORT, tcp4://, tcp6://, unix:///abs/path, unix:rel/path, unix:@abstract, fd://N or fd://NAME. Unix options: ?mode=0660&owner=USER&group=GROUP."`
 	Address       string        `placeholder:"ADDRESS" help:"With PORT: bind to this address (default: every address, dual-stack)."`
@@ -42,8 +50,7 @@ type spawnCmd struct {
 
 	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener, under $XDG_RUNTIME_DIR/sockhold or /run/sockhold)."`
 	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a new worker may take to become ready before the upgrade is abandoned."`
-	User           string        `placeholder:"USER" help:"Run handlers as USER (name or uid), with its groups and HOME/USER/LOGNAME; sockhold keeps its own identity to hold the sockets."`
-	Group          string        `placeholder:"GROUP" help:"Run handlers with GROUP (name or gid) as primary group."`
+	childFlags
 
 	Port string   `arg:"" optional:"" name:"PORT" help:"TCP port to listen on (optional with --listen)."`
 	Cmd  []string `arg:"" optional:"" passthrough:"" name:"CMD" help:"Command (and arguments) run for each connection, with the connection as stdin and stdout. Put it after --."`
@@ -58,6 +65,7 @@ func (c *spawnCmd) Run() error {
 		OnStop: c.OnStop, StopTimeout: c.StopTimeout, KillGrace: c.KillGrace,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
+		Env: c.Env, UnsetEnv: c.UnsetEnv,
 	}, version))
 	return nil
 }
@@ -84,8 +92,7 @@ type serveCmd struct {
 
 	Control        string        `placeholder:"PATH" help:"Control socket for sockhold upgrade/status/stop (default: derived from the first listener)."`
 	UpgradeTimeout time.Duration `name:"upgrade-timeout" default:"30s" help:"How long a restart may take in all (at least --ready-timeout + 5s)."`
-	User           string        `placeholder:"USER" help:"Run the app as USER (name or uid), with its groups and HOME/USER/LOGNAME."`
-	Group          string        `placeholder:"GROUP" help:"Run the app with GROUP (name or gid) as primary group."`
+	childFlags
 
 	Cmd []string `arg:"" passthrough:"" name:"CMD" help:"The server command (and arguments). Put it after --."`
 }
@@ -103,6 +110,7 @@ func (c *serveCmd) Run() error {
 		OnDemand: c.OnDemand, IdleStop: c.IdleStop, Reject: c.Reject,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,
 		Control: c.Control, UpgradeTimeout: c.UpgradeTimeout, User: c.User, Group: c.Group,
+		Env: c.Env, UnsetEnv: c.UnsetEnv,
 	}, version))
 	return nil
 }

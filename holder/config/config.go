@@ -60,7 +60,8 @@ type Config struct {
 	Control        string // control socket path
 	ControlDerived bool   // Control is the default path, not --control
 
-	RunAs *handoff.RunAs // --user/--group for children; nil: sockhold's own
+	RunAs    *handoff.RunAs   // --user/--group for children; nil: sockhold's own
+	ChildEnv handoff.ChildEnv // --env, --unset-env
 }
 
 // Spawn holds spawn mode's command-line values before validation.
@@ -85,6 +86,7 @@ type Spawn struct {
 	UpgradeTimeout time.Duration
 	Control        string // "" = derived from the first listener
 	User, Group    string
+	Env, UnsetEnv  []string
 }
 
 // ErrUsage marks errors in what the user asked for (exit status 2), as
@@ -159,7 +161,7 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 	if err := c.addListen(o.Listen, inheritedSpecs); err != nil {
 		return nil, err
 	}
-	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
+	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control, o.Env, o.UnsetEnv,
 		"give PORT, --listen URI", "handler", "sockhold 873 -- rsync --daemon"); err != nil {
 		return nil, err
 	}
@@ -170,7 +172,7 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 // the command (resolved now, so a typo fails at start), the identity
 // children run as, and the control socket's path. what and example word the
 // errors for the mode.
-func (c *Config) completeCommon(command []string, user, group, control, listenHint, what, example string) error {
+func (c *Config) completeCommon(command []string, user, group, control string, env, unsetEnv []string, listenHint, what, example string) error {
 	if len(c.Listen) == 0 {
 		return usage("nothing to listen on: %s, or start under a service manager that passes LISTEN_FDS", listenHint)
 	}
@@ -186,6 +188,9 @@ func (c *Config) completeCommon(command []string, user, group, control, listenHi
 	}
 	c.Command, c.CommandPath = command, path
 	if c.RunAs, err = handoff.LookupRunAs(user, group); err != nil {
+		return usage("%v", err)
+	}
+	if c.ChildEnv, err = handoff.ParseChildEnv(env, unsetEnv); err != nil {
 		return usage("%v", err)
 	}
 	c.Control = control

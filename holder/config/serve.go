@@ -42,6 +42,7 @@ type Serve struct {
 	UpgradeTimeout time.Duration
 	Control        string
 	User, Group    string
+	Env, UnsetEnv  []string
 }
 
 // ServeSettings are the serve-mode parts of Config.
@@ -140,7 +141,7 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		}
 		c.Listen[i].Name, c.Listen[i].NameSet = n, true
 	}
-	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control,
+	if err := c.completeCommon(o.Command, o.User, o.Group, o.Control, o.Env, o.UnsetEnv,
 		"give --listen URI", "server", "sockhold serve --listen tcp://:8080 -- ./app"); err != nil {
 		return nil, err
 	}

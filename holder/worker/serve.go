@@ -88,6 +88,7 @@ func (w *Worker) setupServe() error {
 	if w.cfg.RunAs != nil {
 		s.env = append(s.env, w.cfg.RunAs.Env...)
 	}
+	s.env = w.cfg.ChildEnv.Apply(s.env)
 	s.env = append(s.env, "SOCKHOLD_VERSION="+w.version)
 	s.othersIdx = config.DecodeIndices(os.Getenv(config.IndicesEnv))
 	w.serve = s

@@ -423,5 +423,6 @@ func (w *Worker) handlerEnv() []string {
 	if w.cfg.RunAs != nil {
 		env = append(env, w.cfg.RunAs.Env...)
 	}
+	env = w.cfg.ChildEnv.Apply(env)
 	return append(env, "SOCKHOLD_VERSION="+w.version, "SOCKHOLD_GENERATION="+strconv.Itoa(w.gen))
 }

@@ -1,0 +1,49 @@
+package integration
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// --env and --unset-env change every child's environment, a value with a
+// comma or a ';' intact (NGINX="3;" needs no wrapper).
+func TestEnvAndUnsetEnvReachChildren(t *testing.T) {
+	in := startWith(t, startOpts{env: []string{"DROPME=1", "KEEP=2"}}, "--listen", "tcp://127.0.0.1:0",
+		"--env", "NGINX=3;", "--env", "LIST=a,b", "--env", "KEEP=3", "--unset-env", "DROPME", "--", "/usr/bin/env")
+	env := parseEnv(mustRoundTrip(t, in.addr(0), ""))
+	for k, want := range map[string]string{"NGINX": "3;", "LIST": "a,b", "KEEP": "3"} {
+		if env[k] != want {
+			t.Errorf("%s=%q, want %q", k, env[k], want)
+		}
+	}
+	if _, ok := env["DROPME"]; ok {
+		t.Errorf("DROPME was passed on")
+	}
+}
+
+// A child running as another user (--user) starts in a directory it can
+// read (its home, or /), and does not get sockhold's own session: its
+// runtime directory, D-Bus session and SSH agent are another user's.
+func TestChildAsAnotherUserGetsItsOwnSession(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root") // CI runs as root; --user needs it
+	}
+	os.Chmod(binDir, 0o755)
+	defer os.Chmod(binDir, 0o700)
+	in := startWith(t, startOpts{env: []string{"XDG_RUNTIME_DIR=/run/user/0", "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/0/bus", "SSH_AUTH_SOCK=/tmp/agent"}},
+		"--listen", "tcp://127.0.0.1:0", "--user", "nobody", "--", "/bin/sh", "-c", `echo "cwd=$(pwd)"; env`)
+	out := mustRoundTrip(t, in.addr(0), "")
+	env := parseEnv(out)
+	if !strings.Contains(out, "cwd=/\n") {
+		t.Errorf("nobody (home /nonexistent) started in %q, want /", strings.SplitN(out, "\n", 2)[0])
+	}
+	for _, k := range []string{"XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS", "SSH_AUTH_SOCK"} {
+		if v, ok := env[k]; ok {
+			t.Errorf("%s=%s passed to a child of another user", k, v)
+		}
+	}
+	if env["HOME"] != "/nonexistent" || env["USER"] != "nobody" {
+		t.Errorf("HOME=%q USER=%q", env["HOME"], env["USER"])
+	}
+}
