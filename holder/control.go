@@ -81,7 +81,8 @@ func (h *Holder) openControl() error {
 	if err := config.EnsureControlDir(filepath.Dir(path), h.cfg.ControlDerived); err != nil {
 		return err
 	}
-	spec, err := listen.Parse("unix://" + path + "?mode=0600")
+	// Not through a URI: a path may hold '?' or '%'.
+	spec, err := listen.UnixSpec(path, 0o600)
 	if err != nil {
 		return fmt.Errorf("control socket: %v", err)
 	}

@@ -82,6 +82,14 @@ func TestBadInputOneLineAndExitStatus(t *testing.T) {
 		{"--env without =", []string{"--listen", "tcp://127.0.0.1:0", "--env", "NOVALUE", "--", "echo"}, 2, "NAME=VALUE"},
 		{"--env of a reserved name", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--env", "LISTEN_FDS=2", "--", "echo"}, 2, "sockhold sets the LISTEN_*"},
 		{"--unset-env bad name", []string{"--listen", "tcp://127.0.0.1:0", "--unset-env", "A-B", "--", "echo"}, 2, "a variable name"},
+		{"huge --listen", []string{"--listen", "tcp://127.0.0.1:1" + strings.Repeat("x", 100000), "--", "echo"}, 2, "at most 4096"},
+		{"port with a sign", []string{"--listen", "tcp://127.0.0.1:+80", "--", "echo"}, 2, "bad port"},
+		{"owner id that wraps to root", []string{"--listen", "unix:///tmp/sockhold-x.sock?owner=4294967296", "--", "echo"}, 2, "not a valid id"},
+		{"group id -1", []string{"--listen", "unix:///tmp/sockhold-x.sock?group=4294967295", "--", "echo"}, 2, "not a valid id"},
+		{"forward URG", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--forward-signals", "URG", "--", "echo"}, 2, "SIGURG"},
+		{"tiny --load-recheck", []string{"--listen", "tcp://127.0.0.1:0", "--load-recheck", "1ns", "--", "echo"}, 2, "at least 10ms"},
+		{"tiny --idle-stop", []string{"serve", "--on-demand", "--listen", "tcp://127.0.0.1:0", "--idle-stop", "1ms", "--", "echo"}, 2, "at least 100ms"},
+		{"negative --kill-grace in serve", []string{"serve", "--listen", "tcp://127.0.0.1:0", "--kill-grace", "-1s", "--", "echo"}, 2, "kill-grace"},
 		{"?name= with a colon", []string{"--listen", "tcp://127.0.0.1:0?name=a:b", "--", "echo"}, 2, "':' separates"},
 	}
 	for _, c := range cases {

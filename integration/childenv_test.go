@@ -47,3 +47,20 @@ func TestChildAsAnotherUserGetsItsOwnSession(t *testing.T) {
 		t.Errorf("HOME=%q USER=%q", env["HOME"], env["USER"])
 	}
 }
+
+// A --control path may hold '?' and '%': it is a path, not a URI.
+func TestControlPathIsAPath(t *testing.T) {
+	dir, err := os.MkdirTemp("", "shq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := dir + "/ctl?x=%41"
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--control", path, "--", "/bin/true")
+	if code, out, errOut := ctl(t, in, "status"); code != 0 || !strings.Contains(out, "serving") {
+		t.Fatalf("status through %s: %d %q %q", path, code, out, errOut)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("control socket not at %s: %v", path, err)
+	}
+}

@@ -32,7 +32,7 @@ type childFlags struct {
 }
 
 type spawnCmd struct {
-	Listen        []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): tcp://HOST:PORT, tcp4://, tcp6://, unix:///abs/path, unix:rel/path, unix:@abstract, fd://N or fd://NAME. Unix options: ?mode=0660&owner=USER&group=GROUP."`
+	Listen        []string      `short:"l" sep:"none" placeholder:"URI" help:"Listen on URI (repeatable): tcp://HOST:PORT, tcp4://, tcp6://, unix:///abs/path, unix:rel/path, unix:@abstract, fd://N or fd://NAME. Unix options: ?mode=0660&owner=USER&group=GROUP."`
 	Address       string        `placeholder:"ADDRESS" help:"With PORT: bind to this address (default: every address, dual-stack)."`
 	Backlog       int           `placeholder:"BACKLOG" help:"Accept-queue length: how many connections may wait (default: net.core.somaxconn; a warning is logged if the kernel caps it)."`
 	IPv4          bool          `name:"ipv4" help:"With PORT: IPv4 only."`
@@ -71,13 +71,14 @@ func (c *spawnCmd) Run() error {
 }
 
 type serveCmd struct {
-	Listen       []string      `short:"l" placeholder:"URI" help:"Listen on URI (repeatable): the app gets the sockets at fd 3, 4, ... in this order. Same forms as spawn."`
-	FDName       []string      `name:"fd-name" placeholder:"NAME" help:"Name of the Nth listener in LISTEN_FDNAMES (repeatable, in --listen order; default: ?name=, or one made from the address such as tcp-127.0.0.1-8080). Printable ASCII without ':', at most 255 bytes."`
+	Listen       []string      `short:"l" sep:"none" placeholder:"URI" help:"Listen on URI (repeatable): the app gets the sockets at fd 3, 4, ... in this order. Same forms as spawn."`
+	FDName       []string      `name:"fd-name" sep:"none" placeholder:"NAME" help:"Name of the Nth listener in LISTEN_FDNAMES (repeatable, in --listen order; default: ?name=, or one made from the address such as tcp-127.0.0.1-8080). Printable ASCII without ':', at most 255 bytes."`
 	Backlog      int           `placeholder:"BACKLOG" help:"Accept-queue length (default: net.core.somaxconn)."`
 	Ready        string        `default:"timer:1s" placeholder:"HOW" help:"When a new copy counts as ready: notify (READY=1 on NOTIFY_SOCKET), einhorn (worker:ack on EINHORN_SOCK_PATH), both only from the app's own PID; or timer:DURATION (still running after DURATION)."`
 	ReadyTimeout time.Duration `name:"ready-timeout" default:"30s" help:"A copy not ready by then is killed; during a restart, the restart is abandoned and the old copy keeps serving."`
 	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
+	KillGrace    time.Duration `name:"kill-grace" default:"5s" help:"How long a worker that was asked to stop may take (after its copies have drained) before SIGKILL."`
 	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
 	NonBlocking  bool          `name:"nonblocking" help:"Hand the app its sockets in non-blocking mode, as systemd's NonBlocking= does (nginx expects it); default blocking. Set once at start and never changed."`
 	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copies (USR1,USR2,WINCH,...)."`
@@ -105,7 +106,7 @@ func (c *serveCmd) Run() error {
 	os.Exit(holder.Serve(config.Serve{
 		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
-		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, NonBlocking: c.NonBlocking, Forward: c.Forward, KillGrace: 5 * time.Second,
+		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, NonBlocking: c.NonBlocking, Forward: c.Forward, KillGrace: c.KillGrace,
 		Copies: c.Copies, Restart: c.Restart, Capture: c.Capture,
 		OnDemand: c.OnDemand, IdleStop: c.IdleStop, Reject: c.Reject,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,

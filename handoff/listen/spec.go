@@ -46,6 +46,9 @@ func (s Spec) Abstract() bool { return strings.HasPrefix(s.Path, "@") }
 // Unix URIs take ?mode=0660&owner=USER&group=GROUP; every URI takes ?name=.
 func Parse(raw string) (Spec, error) {
 	s := Spec{URI: raw, FD: -1, UID: -1, GID: -1}
+	if len(raw) > maxURI {
+		return s, fmt.Errorf("listen URI of %d bytes: at most %d", len(raw), maxURI)
+	}
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok || rest == "" {
 		return s, fmt.Errorf("listen %q: want scheme:address (tcp://host:port, unix:///path, fd://3)", raw)
@@ -75,6 +78,17 @@ func Parse(raw string) (Spec, error) {
 	if !s.NameSet {
 		s.Name = DefaultName(s)
 	}
+	return s, nil
+}
+
+// UnixSpec is the spec of a unix socket at an absolute path with a mode,
+// for paths that are not written as URIs (the control socket's).
+func UnixSpec(path string, mode os.FileMode) (Spec, error) {
+	s := Spec{URI: "unix://" + path, Network: "unix", FD: -1, UID: -1, GID: -1, Mode: mode, HasMode: true}
+	if err := s.parseUnix("//" + path); err != nil {
+		return s, err
+	}
+	s.Name = DefaultName(s)
 	return s, nil
 }
 
@@ -110,6 +124,10 @@ func DefaultName(s Spec) string {
 	}
 	return string(b[:min(len(b), maxFDName)])
 }
+
+// maxURI bounds a listen URI: the longest real one (a 107-byte unix path
+// with options) is far shorter.
+const maxURI = 4096
 
 // maxFDName is systemd's FDNAME_MAX.
 const maxFDName = 255
@@ -151,7 +169,7 @@ func (s *Spec) parseTCP(hostport string) error {
 // ParsePort accepts a decimal TCP port, 0 meaning "any free port".
 func ParsePort(port string) (int, error) {
 	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p > 65535 {
+	if err != nil || p < 0 || p > 65535 || port[0] < '0' || port[0] > '9' {
 		return 0, fmt.Errorf("bad port %q: want a number from 0 to 65535", port)
 	}
 	return p, nil
@@ -265,8 +283,13 @@ func (s *Spec) applyUnixOption(key, v string) error {
 
 // lookupID accepts a number or a name resolved by lookup.
 func lookupID(v string, lookup func(string) (string, error)) (int, error) {
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		return n, nil
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		// uid_t is 32 bits, and 2^32-1 is chown's "leave it": a larger
+		// number would wrap (4294967296 to uid 0, root).
+		if n >= 1<<32-1 {
+			return 0, fmt.Errorf("%d is not a valid id (at most %d)", n, uint32(1<<32-2))
+		}
+		return int(n), nil
 	}
 	id, err := lookup(v)
 	if err != nil {

@@ -142,8 +142,9 @@ func FromSpawn(o Spawn, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--load-average %v: want a positive number", o.LoadAverage)
 	case o.Backlog < 0:
 		return nil, usage("--backlog %d: want a positive number", o.Backlog)
-	case o.LoadRecheck <= 0:
-		return nil, usage("--load-recheck %v: want a positive duration", o.LoadRecheck)
+	case o.LoadRecheck < 10*time.Millisecond:
+		// Each look reads /proc/loadavg, which changes every 5 s.
+		return nil, usage("--load-recheck %v: want at least 10ms", o.LoadRecheck)
 	case o.UpgradeTimeout <= 0:
 		return nil, usage("--upgrade-timeout %v: want a positive duration", o.UpgradeTimeout)
 	case o.StopTimeout < 0 || o.KillGrace < 0:

@@ -100,8 +100,9 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--copies %d: want 1 to 256", o.Copies)
 	}
 	s.Copies, s.Fleet, s.Capture = o.Copies, o.Restart == "fleet", o.Capture
-	if o.OnDemand && o.IdleStop <= 0 {
-		return nil, usage("--idle-stop %v: want a positive duration", o.IdleStop)
+	if o.OnDemand && o.IdleStop < 100*time.Millisecond {
+		// Activity is looked at every quarter of it, at most every second.
+		return nil, usage("--idle-stop %v: want at least 100ms", o.IdleStop)
 	}
 	s.OnDemand, s.IdleStop = o.OnDemand, o.IdleStop
 	s.RejectMessage = withNewline(o.Reject)
@@ -112,12 +113,16 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 			return nil, usage("--forward-signals: %q is not a signal name", name)
 		case unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGCHLD, unix.SIGKILL, unix.SIGSTOP, unix.SIGPIPE:
 			return nil, usage("--forward-signals: %s is sockhold's own (HUP restarts, TERM/INT stop)", unix.SignalName(n))
+		case unix.SIGURG:
+			// The Go runtime preempts goroutines with SIGURG: the holder
+			// receives hundreds it never sent, and would pass them on.
+			return nil, usage("--forward-signals: SIGURG cannot be forwarded (Go uses it to preempt goroutines)")
 		}
 		s.Forward = append(s.Forward, int(n))
 	}
 	switch {
-	case o.ReadyTimeout <= 0:
-		return nil, usage("--ready-timeout %v: want a positive duration", o.ReadyTimeout)
+	case o.ReadyTimeout < 10*time.Millisecond:
+		return nil, usage("--ready-timeout %v: want at least 10ms", o.ReadyTimeout)
 	case o.DrainTimeout < 0 || o.KillGrace < 0:
 		return nil, usage("--drain-timeout and --kill-grace must not be negative")
 	case o.UpgradeTimeout <= 0:
