@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseForms(t *testing.T) {
@@ -143,5 +145,33 @@ func TestTCPBindsWildcardIsOneDualStackSocket(t *testing.T) {
 	}
 	if _, err := tcpBinds(Spec{Network: "tcp6", Host: "127.0.0.1"}); err == nil {
 		t.Fatal("tcp6 with an IPv4 address accepted")
+	}
+}
+
+// A socket file is removed as stale only if no live socket is bound at it:
+// one bound and not yet listening (a server starting) refuses connections
+// just as a stale file does, and must be left alone.
+func TestStaleSocketOnlyIfNothingBound(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a b.sock") // a space: the path is the last, free-form field
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if err := clearStalePath(path); err == nil || !strings.Contains(err.Error(), "bound by a running process") {
+		t.Fatalf("bound, not listening: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the bound socket's file was removed: %v", err)
+	}
+	unix.Close(fd) // now stale: the file stays, nothing is bound
+	if err := clearStalePath(path); err != nil {
+		t.Fatalf("stale: %v", err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the stale file is still there: %v", err)
 	}
 }

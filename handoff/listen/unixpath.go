@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +24,32 @@ func (b *boundPath) remove() {
 	if uint64(st.Dev) == b.dev && st.Ino == b.ino {
 		os.Remove(b.path)
 	}
+}
+
+// boundByLiveSocket reports whether a live unix socket is bound at path,
+// from the kernel's table (/proc/net/unix: "Num RefCount Protocol Flags
+// Type St Inode Path", the path last and possibly holding spaces).
+func boundByLiveSocket(path string) (bool, error) {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		rest := line
+		for range 7 { // skip the seven fields before the path
+			rest = strings.TrimLeft(rest, " ")
+			i := strings.IndexByte(rest, ' ')
+			if i < 0 {
+				rest = ""
+				break
+			}
+			rest = rest[i:]
+		}
+		if strings.TrimPrefix(rest, " ") == path {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // clearStalePath makes room for a new socket at path. Nothing there: fine. A
@@ -49,6 +76,15 @@ func clearStalePath(path string) error {
 	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINPROGRESS):
 		return fmt.Errorf("%s is in use by a running server", path)
 	case errors.Is(err, unix.ECONNREFUSED):
+		// Refused: nobody listens. But a process may have bound it and
+		// not called listen() yet (a server starting): the kernel still
+		// lists a socket bound at that path.
+		if bound, err := boundByLiveSocket(path); err != nil || bound {
+			if err != nil {
+				return fmt.Errorf("probe existing socket %s: %v", path, err)
+			}
+			return fmt.Errorf("%s is bound by a running process (not listening yet); refusing to replace it", path)
+		}
 		if err := os.Remove(path); err != nil {
 			return fmt.Errorf("remove stale socket: %v", err)
 		}
