@@ -16,6 +16,7 @@ type RunAs struct {
 	Groups   []uint32 // supplementary groups
 	Env      []string // HOME, USER, LOGNAME for the target user
 	Dir      string   // working directory: the user's home if it exists, else /
+	Same     bool     // sockhold's own identity (non-root): no credential to apply
 }
 
 // LookupRunAs resolves --user and --group (names or numbers). The primary
@@ -70,6 +71,13 @@ func LookupRunAs(userName, groupName string) (*RunAs, error) {
 	if os.Geteuid() != 0 && (r.UID != os.Geteuid() || r.GID != os.Getegid()) {
 		return nil, fmt.Errorf("--user/--group: changing identity needs root (sockhold runs as uid %d)", os.Geteuid())
 	}
+	if os.Geteuid() != 0 {
+		// sockhold's own identity: nothing to change, and setting the
+		// groups (what a change of identity does) needs root, so every
+		// start would fail with EPERM. Children keep sockhold's identity,
+		// with the user's HOME, USER, LOGNAME and directory.
+		r.Same = true
+	}
 	if r.Groups == nil {
 		r.Groups = []uint32{uint32(r.GID)}
 	}
@@ -78,7 +86,7 @@ func LookupRunAs(userName, groupName string) (*RunAs, error) {
 
 // credential is what fork+exec applies; nil keeps sockhold's identity.
 func (r *RunAs) credential() *syscall.Credential {
-	if r == nil {
+	if r == nil || r.Same {
 		return nil
 	}
 	return &syscall.Credential{Uid: uint32(r.UID), Gid: uint32(r.GID), Groups: r.Groups}

@@ -64,3 +64,25 @@ func TestControlPathIsAPath(t *testing.T) {
 		t.Fatalf("control socket not at %s: %v", path, err)
 	}
 }
+
+// sockhold run by an ordinary user with --user naming that very user (as a
+// unit file shared between root and user instances does): children start,
+// as that user, rather than every start failing with EPERM.
+func TestUserEqualToOwnIdentityAsNonRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to start sockhold as another user") // CI runs as root
+	}
+	dir, err := os.MkdirTemp("", "shn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	os.Chmod(binDir, 0o755)
+	defer os.Chmod(binDir, 0o700)
+	in := startWith(t, startOpts{argv0: `exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`},
+		"--listen", "tcp://127.0.0.1:0", "--control", dir+"/ctl", "--user", "nobody", "--", "/usr/bin/id", "-u")
+	if out := mustRoundTrip(t, in.addr(0), ""); out != "65534\n" {
+		t.Fatalf("handler answered %q, want uid 65534", out)
+	}
+}
