@@ -170,6 +170,7 @@ func settingsOf(cfg *config.Config) core.Settings {
 	}
 	if sv := cfg.Serve; sv != nil {
 		s.Serve, s.DrainTimeout, s.StopSignal = true, sv.DrainTimeout, syscall.Signal(sv.StopSignal)
+		s.SuccessCodes, s.SuccessSigs = sv.SuccessCodes, sv.SuccessSigs
 	}
 	s.HolderSpawnsSuccessors = !peerPidfdWorks()
 	return s

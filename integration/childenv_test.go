@@ -3,7 +3,9 @@ package integration
 import (
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // --env and --unset-env change every child's environment, a value with a
@@ -84,5 +86,21 @@ func TestUserEqualToOwnIdentityAsNonRoot(t *testing.T) {
 		"--listen", "tcp://127.0.0.1:0", "--control", dir+"/ctl", "--user", "nobody", "--", "/usr/bin/id", "-u")
 	if out := mustRoundTrip(t, in.addr(0), ""); out != "65534\n" {
 		t.Fatalf("handler answered %q, want uid 65534", out)
+	}
+}
+
+// --success-exit-status, as systemd's SuccessExitStatus=: an app that ends
+// with a listed status (uwsgi exits 30 without --master) stops cleanly.
+func TestSuccessExitStatus(t *testing.T) {
+	app := []string{"--", "/bin/sh", "-c", `trap "exit 30" TERM; while :; do sleep 0.05; done`}
+	for _, c := range []struct {
+		flags []string
+		want  int
+	}{{nil, 30}, {[]string{"--success-exit-status", "30"}, 0}, {[]string{"--success-exit-status", "2,USR1"}, 30}} {
+		args := append(append([]string{"serve", "--listen", "tcp://127.0.0.1:0", "--ready", "timer:100ms"}, c.flags...), app...)
+		in := start(t, args...)
+		if code := in.stop(syscall.SIGTERM, 10*time.Second); code != c.want {
+			t.Errorf("%v: exit %d, want %d", c.flags, code, c.want)
+		}
 	}
 }

@@ -79,6 +79,7 @@ type serveCmd struct {
 	StopSignal   string        `name:"stop-signal" default:"TERM" placeholder:"SIG" help:"Signal asking a copy to stop (einhorn apps: USR2; nginx-style: QUIT)."`
 	DrainTimeout time.Duration `name:"drain-timeout" default:"30s" help:"How long a stopping copy may take before SIGKILL."`
 	KillGrace    time.Duration `name:"kill-grace" default:"5s" help:"How long a worker that was asked to stop may take (after its copies have drained) before SIGKILL."`
+	SuccessExit  []string      `name:"success-exit-status" placeholder:"STATUS|SIG,..." help:"Exit statuses and signals that count as a clean stop for the app, as systemd's SuccessExitStatus= (uwsgi without --master exits 30)."`
 	NoListenPID  bool          `name:"no-listen-pid" help:"Do not set LISTEN_PID (for wrapper scripts, whose PID is not the server's)."`
 	NonBlocking  bool          `name:"nonblocking" help:"Hand the app its sockets in non-blocking mode, as systemd's NonBlocking= does (nginx expects it); default blocking. Set once at start and never changed."`
 	Forward      []string      `name:"forward-signals" placeholder:"SIG,..." help:"Signals sockhold passes on to the running copies (USR1,USR2,WINCH,...)."`
@@ -106,7 +107,7 @@ func (c *serveCmd) Run() error {
 	os.Exit(holder.Serve(config.Serve{
 		Listen: c.Listen, FDNames: c.FDName, Backlog: c.Backlog,
 		Ready: c.Ready, ReadyTimeout: c.ReadyTimeout, StopSignal: c.StopSignal,
-		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, NonBlocking: c.NonBlocking, Forward: c.Forward, KillGrace: c.KillGrace,
+		DrainTimeout: c.DrainTimeout, NoListenPID: c.NoListenPID, NonBlocking: c.NonBlocking, Forward: c.Forward, KillGrace: c.KillGrace, SuccessExit: c.SuccessExit,
 		Copies: c.Copies, Restart: c.Restart, Capture: c.Capture,
 		OnDemand: c.OnDemand, IdleStop: c.IdleStop, Reject: c.Reject,
 		Verbose: c.Verbose, LogFormat: c.LogFormat, Command: argv,

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ type Serve struct {
 	Ready        string // notify | timer:DURATION
 	ReadyTimeout time.Duration
 	StopSignal   string
+	SuccessExit  []string // exit statuses and signal names that count as a clean stop
 	DrainTimeout time.Duration
 	NoListenPID  bool
 	NonBlocking  bool
@@ -52,6 +54,8 @@ type ServeSettings struct {
 	ReadyAfter   time.Duration // otherwise: ready once the app has run this long
 	ReadyTimeout time.Duration
 	StopSignal   int
+	SuccessCodes []int // --success-exit-status: exit statuses that count as a clean stop
+	SuccessSigs  []int // and signals
 	DrainTimeout time.Duration
 	NoListenPID  bool
 	NonBlocking  bool  // the app's sockets are O_NONBLOCK (systemd's NonBlocking=)
@@ -96,6 +100,20 @@ func FromServe(o Serve, inheritedSpecs []listen.Spec) (*Config, error) {
 		return nil, usage("--stop-signal %q: not a signal name (TERM, QUIT, USR2, INT)", o.StopSignal)
 	}
 	s.StopSignal = int(sig)
+	for _, v := range o.SuccessExit {
+		if n, err := strconv.Atoi(v); err == nil {
+			if n < 0 || n > 255 {
+				return nil, usage("--success-exit-status %d: an exit status is 0 to 255", n)
+			}
+			s.SuccessCodes = append(s.SuccessCodes, n)
+			continue
+		}
+		sig := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(v), "SIG"))
+		if sig == 0 {
+			return nil, usage("--success-exit-status %q: want an exit status (30) or a signal name (USR1)", v)
+		}
+		s.SuccessSigs = append(s.SuccessSigs, int(sig))
+	}
 	if o.Copies < 1 || o.Copies > 256 {
 		return nil, usage("--copies %d: want 1 to 256", o.Copies)
 	}

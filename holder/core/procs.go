@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -125,11 +126,11 @@ func (c *Core) procGone(id int) {
 func (c *Core) noteAppExit(ws syscall.WaitStatus) {
 	switch {
 	case ws.Exited():
-		if ws.ExitStatus() != 0 {
+		if ws.ExitStatus() != 0 && !slices.Contains(c.cfg.SuccessCodes, ws.ExitStatus()) {
 			c.ExitStatus = ws.ExitStatus()
 		}
 	case ws.Signaled():
-		if ws.Signal() != c.cfg.StopSignal {
+		if ws.Signal() != c.cfg.StopSignal && !slices.Contains(c.cfg.SuccessSigs, int(ws.Signal())) {
 			c.ExitStatus = 128 + int(ws.Signal())
 		}
 	}
