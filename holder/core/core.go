@@ -15,8 +15,8 @@ type Settings struct {
 	UpgradeTimeout time.Duration
 	DrainTimeout   time.Duration // serve
 	StopSignal     syscall.Signal
-	SuccessCodes   []int // serve: exit statuses that count as a clean stop (--success-exit-status)
-	SuccessSigs    []int // and signals
+	SuccessCodes   []int         // serve: exit statuses that count as a clean stop (--success-exit-status)
+	SuccessSigs    []int         // and signals
 	RestartMin     time.Duration // a crashed worker is restarted after this, doubling
 	RestartMax     time.Duration // up to this while it keeps failing to serve
 	// HolderSpawnsSuccessors: the kernel gives no handle on a process that

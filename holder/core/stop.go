@@ -19,6 +19,14 @@ func (c *Core) stop(sig syscall.Signal) {
 		case len(c.Workers) == 0 && s.Phase >= StopWait && s.Phase < StopKill:
 			c.log.Warn("repeated stop signal: hurrying", "signal", sig.String())
 			c.enterPhase(s.Phase + 1)
+		case len(c.Workers) > 0 && c.cfg.Serve:
+			// The workers wait for their copies: hurry those.
+			c.log.Warn("repeated stop signal: hurrying; the apps are killed", "signal", sig.String())
+			for _, p := range sortedProcs(c.Procs) {
+				if p.App {
+					c.do(Kill{Proc: p.ID, Sig: syscall.SIGKILL})
+				}
+			}
 		case len(c.Workers) > 0:
 			c.log.Info("repeated stop signal: the workers are still stopping (each is killed after --kill-grace, serve mode's once its copies have had --drain-timeout)", "signal", sig.String())
 		}

@@ -165,9 +165,14 @@ func (c *Core) upgradeFailedReport(w *Worker, reason string, seq int) {
 	case u == nil, w.ID == u.Old && seq != u.Seq:
 		// An upgrade that has already ended, as the holder saw it.
 		c.log.Info("worker reports a failed upgrade", "pid", w.PID, "reason", reason)
+	case w.ID == u.New && c.cfg.Serve:
+		// Final: the new worker stops what it started and leaves, and a
+		// serve worker stays until its copies have drained; the answer
+		// must not wait for that.
+		c.failUpgrade(reason)
 	case w.ID == u.New:
-		// The new worker's own account (its app never got ready) says
-		// more than tableflip's "child exited".
+		// The new worker's own account says more than tableflip's
+		// "child exited".
 		u.Detail = reason
 	case w.ID == u.Old:
 		c.failUpgrade(reason)
@@ -244,6 +249,12 @@ func (c *Core) failUpgrade(reason string) {
 	}
 	if old := c.Workers[u.Old]; old != nil && old.HandedOver && !old.Leaving && !c.cfg.Serve {
 		old.HandedOver = false
+		c.do(Send{Worker: old.ID, Msg: link.Msg{Type: link.Resume}})
+	}
+	if old := c.Workers[u.Old]; c.cfg.Serve && old != nil && old.Linked && !old.Leaving && u.Phase >= PhaseWorker {
+		// It starts again the copies a rolling restart had stopped (its
+		// tableflip says so too when it started the new worker; when the
+		// holder did, only this does).
 		c.do(Send{Worker: old.ID, Msg: link.Msg{Type: link.Resume}})
 	}
 	if u.Detail != "" {

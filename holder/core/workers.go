@@ -123,6 +123,8 @@ func (c *Core) linkMsg(e LinkMsg) {
 		c.armDrains(w, m.Drain)
 	case link.Rolled:
 		c.rolled(w)
+	case link.Leaving:
+		c.workerLeaving(w)
 	case link.Restart:
 		if w.ID == c.Current && !w.Leaving {
 			c.log.Info("the worker got SIGHUP (an app signalling EINHORN_MASTER_PID, say): restarting", "worker", w.PID)
@@ -329,6 +331,21 @@ func (c *Core) workerExited(e WorkerExited) {
 	c.log.Warn("worker exited unexpectedly; starting another", append([]any{"pid", w.PID,
 		"lived", c.now.Sub(w.Started).Round(time.Millisecond).String(), "served", w.Served,
 		"handlers_left", c.liveHandlers(0)}, attrs...)...)
+	c.scheduleRestart(w.Served)
+}
+
+// workerLeaving: a serve worker was signalled to stop by someone else than
+// the holder; it stays while its copies drain. If it was the current one,
+// another is started now rather than once it has exited.
+func (c *Core) workerLeaving(w *Worker) {
+	if w.Leaving || c.Stop != nil || w.ID != c.Current || c.Upgrade != nil {
+		return // the holder's own doing, or the upgrade's exit path decides
+	}
+	w.Leaving = true
+	c.arm(TimerKillWorker, w.ID, c.workerGrace())
+	c.Current = 0
+	c.Totals.WorkerRestarts++
+	c.log.Warn("worker told to stop by someone else; starting another while its copies drain", "pid", w.PID)
 	c.scheduleRestart(w.Served)
 }
 

@@ -39,6 +39,7 @@ const (
 	Signal        = "signal"         // holder -> worker: pass Signo on to the app
 	Rolled        = "rolled"         // new worker -> holder: one more new copy is ready
 	Restart       = "restart"        // worker -> holder: I got SIGHUP (einhorn apps signal EINHORN_MASTER_PID); restart
+	Leaving       = "leaving"        // serve worker -> holder: a stop signal reached me; I stop my copies and exit once they have
 	StopOne       = "stop-one"       // holder -> old worker: stop one copy (rolling restart)
 	Drain         = "drain"          // worker -> holder: these apps were asked to stop
 	Output        = "output"         // worker -> holder: the read end of an app's stdout/stderr

@@ -23,6 +23,9 @@ func (w *Worker) fromHolder() {
 			// the holder sent cannot be counted on. It must start another.
 			w.log.Error("handover arrived incomplete; worker exiting", "error", err)
 			w.send(link.Msg{Type: link.AdoptFailed, Reason: err.Error()})
+			if w.serve != nil {
+				w.send(link.Msg{Type: link.Drain, Drain: w.stopAll(), DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+			}
 			w.stopping, w.exitCode = true, 1
 			return
 		}
@@ -54,6 +57,9 @@ func (w *Worker) fromHolderMsg(m link.Msg, fds []int) {
 	case link.Resume:
 		if w.upgrade.resume() {
 			w.log.Info("the new worker failed; taking work again")
+		}
+		if w.serve != nil {
+			w.restartFailed()
 		}
 	case link.Exit:
 		w.upgrade.exit()

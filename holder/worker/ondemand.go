@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"github.com/sockhold/sockhold/holder/link"
 	"os"
 	"time"
 
@@ -197,12 +198,17 @@ func (w *Worker) checkIdle(now time.Time) {
 	}
 	d.confirming = false
 	w.log.Info("idle: stopping the app", "idle_for", idle.Round(time.Millisecond).String())
+	var stopped []int
 	for _, a := range s.apps {
 		if a != nil && !a.stopping {
-			w.stopApp(a)
+			stopped = append(stopped, w.stopApp(a))
 			a.stopAt = now
 		}
 	}
+	// The holder enforces --drain-timeout on them too, should this worker
+	// stop or be replaced meanwhile (its own timer then no longer runs),
+	// and knows they are stopping (no app runs for the next generation).
+	w.send(link.Msg{Type: link.Drain, Drain: stopped, DrainMS: s.cfg.DrainTimeout.Milliseconds()})
 }
 
 // idleCheckInterval: often enough to stop within a second of the deadline,

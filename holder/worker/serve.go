@@ -60,6 +60,11 @@ func (w *Worker) setupServe() error {
 	if s.sockets, err = handoff.OpenAppSockets(w.cfg.RunAs); err != nil {
 		return err
 	}
+	defer func() {
+		if w.serve == nil { // not set up: nobody else will remove them
+			s.sockets.Close()
+		}
+	}()
 	s.notify, s.einhorn = s.sockets.Notify, s.sockets.Einhorn
 	if s.timer, err = evloop.NewTimer(); err != nil {
 		return err
@@ -133,6 +138,9 @@ func (w *Worker) startCopies() {
 // startApp starts a copy of the app, as it is on disk now, in slot.
 func (w *Worker) startApp(slot int) {
 	s := w.serve
+	if w.stopping {
+		return // a stopping worker only waits for its copies
+	}
 	path, argv := w.cfg.CommandPath, w.cfg.Command
 	index := s.freeIndex()
 	env := append(append([]string{}, s.env...), handoff.AppEnv(s.names, os.Getpid(), index, s.notify.Addr, s.einhorn.Path)...)
@@ -559,6 +567,12 @@ func (w *Worker) stopOne() {
 // had already stopped.
 func (w *Worker) restartFailed() {
 	s := w.serve
+	if w.stopping {
+		// Stopping (sockhold stops, or this generation was replaced):
+		// nothing starts again.
+		s.rolledOut = nil
+		return
+	}
 	for _, slot := range s.rolledOut {
 		if a := s.apps[slot]; a != nil {
 			a.refill = true

@@ -247,6 +247,9 @@ func (w *Worker) run() int {
 	rfd, err := w.openReports()
 	if err != nil {
 		w.log.Error("reports socket", "error", err)
+		if w.serve != nil {
+			w.serve.sockets.Close() // the holder never heard of them
+		}
 		return 1
 	}
 	hello := link.Msg{Type: link.Hello, Version: w.version, Proto: link.Proto}
@@ -334,8 +337,11 @@ func (w *Worker) dispatch(r evloop.Ready) {
 		if s, ok := w.stopSignal.Load().(os.Signal); ok && !w.stopping {
 			w.log.Info("worker stopping", "signal", s.String())
 			if w.serve != nil {
-				// The holder enforces --drain-timeout on them.
+				// The holder enforces --drain-timeout on them. This worker
+				// stays until they have gone: the holder is told, so that
+				// (unless it is stopping itself) another takes over now.
 				w.send(link.Msg{Type: link.Drain, Drain: w.stopAll(), DrainMS: w.serve.cfg.DrainTimeout.Milliseconds()})
+				w.send(link.Msg{Type: link.Leaving})
 			}
 			w.stopping = true
 		}

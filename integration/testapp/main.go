@@ -33,7 +33,7 @@ func main() {
 	hold := flag.Bool("hold", false, "keep each connection open until the client closes it")
 	drainDelay := flag.Duration("drain-delay", 0, "on the stop signal, close the listeners at once but exit only after this")
 	drainChecks := flag.Bool("drain-checks", false, "half-way through -drain-delay, record whether NOTIFY_SOCKET, EINHORN_SOCK_PATH and EINHORN_MASTER_PID still hold")
-	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\" or \"fail-copy INDEX\"")
+	modeFile := flag.String("mode-file", "", "read how this copy misbehaves: \"exit N\", \"never-ready\", \"drain-delay D\" or \"fail-copy INDEX\"")
 	flag.Parse()
 	if *modeFile != "" {
 		b, _ := os.ReadFile(*modeFile)
@@ -41,6 +41,8 @@ func main() {
 		case len(f) == 2 && f[0] == "exit":
 			n, _ := strconv.Atoi(f[1])
 			*exitAtStart = n
+		case len(f) == 2 && f[0] == "drain-delay":
+			*drainDelay, _ = time.ParseDuration(f[1])
 		case len(f) == 1 && f[0] == "never-ready":
 			*readyDelay = time.Hour
 		case len(f) == 2 && f[0] == "fail-copy" && os.Getenv("EINHORN_CHILD_INDEX") == f[1]:
