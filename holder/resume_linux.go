@@ -178,7 +178,13 @@ func readAllAt(fd int) ([]byte, error) {
 }
 
 func decodeConfig(st *savedState) (*config.Config, error) {
-	return config.Decode(string(st.Config))
+	cfg, err := config.Decode(string(st.Config))
+	if err == nil {
+		for i := range cfg.Listen {
+			cfg.Listen[i].RenameFromURI()
+		}
+	}
+	return cfg, err
 }
 
 // restore takes back what st names.

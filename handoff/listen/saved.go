@@ -26,6 +26,7 @@ func (s *Socket) Save() Saved {
 // Restore makes a Socket of what Save described.
 func Restore(v Saved) *Socket {
 	s := &Socket{Spec: v.Spec, FD: v.FD, Family: v.Family, Addr: v.Addr, Inherited: v.Inherited}
+	s.Spec.RenameFromURI()
 	if v.Path != "" {
 		s.path = &boundPath{path: v.Path, dev: v.Dev, ino: v.Ino}
 	}

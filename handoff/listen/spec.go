@@ -125,6 +125,17 @@ func DefaultName(s Spec) string {
 	return string(b[:min(len(b), maxFDName)])
 }
 
+// RenameFromURI gives a listener still named by its URI, as binaries
+// before DefaultName named one, its default name: a holder resumed from
+// such a binary's state must not go on handing libsystemd a name it
+// refuses. A name that was given (?name=, --fd-name, LISTEN_FDNAMES) never
+// equals the URI, since a name cannot hold the URI's ':'.
+func (s *Spec) RenameFromURI() {
+	if !s.NameSet && s.Name == s.URI {
+		s.Name = DefaultName(*s)
+	}
+}
+
 // maxURI bounds a listen URI: the longest real one (a 107-byte unix path
 // with options) is far shorter.
 const maxURI = 4096

@@ -175,3 +175,22 @@ func TestStaleSocketOnlyIfNothingBound(t *testing.T) {
 		t.Fatalf("the stale file is still there: %v", err)
 	}
 }
+
+// A holder resumed from an older binary's state renames listeners that
+// were named by their URI, and only those.
+func TestRenameFromURI(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{URI: "tcp://127.0.0.1:80", Network: "tcp", Host: "127.0.0.1", Port: 80, Name: "tcp://127.0.0.1:80"}, "tcp-127.0.0.1-80"},
+		{Spec{URI: "tcp://:80?name=web", Network: "tcp", Port: 80, Name: "web"}, "web"},
+		{Spec{URI: "fd://3", Network: "fd", FD: 3, Name: "mirror"}, "mirror"},
+	} {
+		s := c.spec
+		s.RenameFromURI()
+		if s.Name != c.want {
+			t.Errorf("%s: %q, want %q", c.spec.URI, s.Name, c.want)
+		}
+	}
+}
