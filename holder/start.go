@@ -67,6 +67,9 @@ func run(version string, configure func([]listen.Spec) (*config.Config, error)) 
 	if err != nil {
 		return fail(ExitFailure, fmt.Errorf("cannot find sockhold's own binary: %v", err))
 	}
+	if err := checkKernel(realKernel); err != nil {
+		return fail(ExitFailure, err)
+	}
 	socks, warnings, err := listen.OpenAll(cfg.Listen, listen.Options{Backlog: cfg.Backlog}, inh)
 	if err != nil {
 		return fail(ExitFailure, err)
