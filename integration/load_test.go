@@ -115,6 +115,35 @@ func oneRequest(addr string) (string, error) {
 	return string(b), nil
 }
 
+// replies is the set of distinct replies seen so far.
+func (l *load) replies() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]bool{}
+	for r := range l.seen {
+		out[r] = true
+	}
+	return out
+}
+
+// waitNewReplies blocks until n distinct replies not in before have been
+// seen (n server processes answering since then, when replies name them).
+func (l *load) waitNewReplies(t testing.TB, before map[string]bool, n int, timeout time.Duration) {
+	t.Helper()
+	fresh := func() int {
+		k := 0
+		for r := range l.seen {
+			if !before[r] {
+				k++
+			}
+		}
+		return k
+	}
+	l.waitUntil(t, timeout, func() bool { return fresh() >= n }, func() string {
+		return fmt.Sprintf("%d of %d new server processes answered within %v", fresh(), n, timeout)
+	})
+}
+
 // waitSeen blocks until a reply equal to want has been seen at least once.
 func (l *load) waitSeen(t *testing.T, want string, timeout time.Duration) {
 	t.Helper()

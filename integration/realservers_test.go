@@ -21,9 +21,17 @@ var upgradedIn = regexp.MustCompile(`in ([0-9.]+) ms`)
 // load and returns the holder's figure for each (request → new copy
 // serving), waiting for 20 more requests after each.
 func restartTimes(t testing.TB, in *instance, l *load, n int) []time.Duration {
+	return restartTimesSettled(t, in, l, n, 0)
+}
+
+// restartTimesSettled is restartTimes that, after each restart, also waits
+// until settle new server processes have answered (a server that reports
+// ready before its workers exist has them all up then).
+func restartTimesSettled(t testing.TB, in *instance, l *load, n, settle int) []time.Duration {
 	t.Helper()
 	var took []time.Duration
 	for i := 0; i < n; i++ {
+		before := l.replies()
 		code, out, errOut := ctl(t, in, "upgrade", "--wait")
 		if code != 0 {
 			t.Fatalf("restart %d: exit %d %q %q", i+1, code, out, errOut)
@@ -35,6 +43,9 @@ func restartTimes(t testing.TB, in *instance, l *load, n int) []time.Duration {
 		ms, _ := strconv.ParseFloat(m[1], 64)
 		took = append(took, time.Duration(ms*float64(time.Millisecond)))
 		l.waitServed(t, 20, 10*time.Second)
+		if settle > 0 {
+			l.waitNewReplies(t, before, settle, 10*time.Second)
+		}
 	}
 	return took
 }
@@ -50,17 +61,18 @@ func medianMax(d []time.Duration) string {
 // 10 restarts, nothing failed, and a stop with exit 0.
 func tenRestartsUnderLoad(t testing.TB, in *instance, addr string, clients int, check func(string) error) []time.Duration {
 	t.Helper()
-	return restartsUnderLoad(t, in, 10, clients, func() func() (string, error) {
+	return restartsUnderLoad(t, in, 10, clients, 0, func() func() (string, error) {
 		return func() (string, error) { return oneRequest(addr) }
 	}, check)
 }
 
-// restartsUnderLoad is tenRestartsUnderLoad with n restarts and any client.
-func restartsUnderLoad(t testing.TB, in *instance, n, clients int, newClient func() func() (string, error), check func(string) error) []time.Duration {
+// restartsUnderLoad is tenRestartsUnderLoad with n restarts, any client,
+// and settle as for restartTimesSettled.
+func restartsUnderLoad(t testing.TB, in *instance, n, clients, settle int, newClient func() func() (string, error), check func(string) error) []time.Duration {
 	t.Helper()
 	l := startLoadWith(t, clients, newClient, check)
 	l.waitServed(t, 20, 20*time.Second)
-	took := restartTimes(t, in, l, n)
+	took := restartTimesSettled(t, in, l, n, settle)
 	served, errs := l.finish()
 	t.Logf("%d requests across %d restarts; restart %s", served, n, medianMax(took))
 	if len(errs) > 0 {
