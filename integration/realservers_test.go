@@ -17,16 +17,12 @@ import (
 
 var upgradedIn = regexp.MustCompile(`in ([0-9.]+) ms`)
 
-// restartTimes restarts n times with `upgrade --wait` under the running
+// restartTimesSettled restarts n times with `upgrade --wait` under the running
 // load and returns the holder's figure for each (request → new copy
 // serving), waiting for 20 more requests after each.
-func restartTimes(t testing.TB, in *instance, l *load, n int) []time.Duration {
-	return restartTimesSettled(t, in, l, n, 0)
-}
-
-// restartTimesSettled is restartTimes that, after each restart, also waits
-// until settle new server processes have answered (a server that reports
-// ready before its workers exist has them all up then).
+// After each restart it also waits until settle new server processes have
+// answered (a server that reports ready before its workers exist has them
+// all up then).
 func restartTimesSettled(t testing.TB, in *instance, l *load, n, settle int) []time.Duration {
 	t.Helper()
 	var took []time.Duration
