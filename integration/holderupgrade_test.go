@@ -123,7 +123,7 @@ func TestHolderFDsAndRSSStayFlat(t *testing.T) {
 		slowest = max(slowest, time.Since(t0))
 	}
 	t.Logf("100 upgrades in %v (slowest %v)", time.Since(began).Round(time.Millisecond), slowest.Round(time.Millisecond))
-	fdsUp, rssUp := settledFDs(t, holder, fds0), rssKiB(holder)
+	fdsUp, rssUp := settledFDs(t, holder, fds0), settledRSS(holder, rss0)
 	began, slowest = time.Now(), 0
 	for i := 0; i < 100; i++ {
 		t0 := time.Now()
@@ -132,7 +132,7 @@ func TestHolderFDsAndRSSStayFlat(t *testing.T) {
 	}
 	t.Logf("100 worker kills in %v (slowest %v)", time.Since(began).Round(time.Millisecond), slowest.Round(time.Millisecond))
 	l.waitServed(t, 20, 10*time.Second)
-	fds1, rss1 := settledFDs(t, holder, fds0), rssKiB(holder)
+	fds1, rss1 := settledFDs(t, holder, fds0), settledRSS(holder, rss0)
 	t.Logf("holder: %d fds, %.1f MiB RSS; after 100 upgrades %d fds, %.1f MiB; after 100 worker kills %d fds, %.1f MiB",
 		fds0, mib(rss0), fdsUp, mib(rssUp), fds1, mib(rss1))
 	if fdsUp != fds0 || fds1 != fds0 {
@@ -226,13 +226,28 @@ func TestTruncatedHandoverFailsTheUpgrade(t *testing.T) {
 // more (BenchmarkHolderMemory measures the production build).
 var rssSlack = map[bool]float64{true: 1.2, false: 1.05}[raceEnabled]
 
+// settledRSS is pid's resident memory once it is back within the slack of
+// before, or after 5 s what it is then: the Go runtime returns freed pages
+// to the kernel in the background, so right after a burst of work the
+// resident set can stand above where it settles, while a leak never comes
+// back down.
+func settledRSS(pid, before int) int {
+	rss := rssKiB(pid)
+	for deadline := time.Now().Add(5 * time.Second); grewBeyondSlack(before, rss) && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		rss = rssKiB(pid)
+	}
+	return rss
+}
+
 // grewBeyondSlack: resident memory (KiB) moved from before to after by more
-// than rssSlack, or 512 KiB if that is more: one garbage collection cycle
-// later or earlier moves a 7 MiB holder by up to 0.4 MiB, once (400 worker
-// kills measured flat within 0.12 MiB after that), while a leak of a few
-// KiB per upgrade or kill grows with the count.
+// than rssSlack, or 1.5 MiB if that is more. A holder re-executed by an
+// upgrade is a fresh process whose resident set varies from run to run by
+// up to 1.2 MiB (6.9 to 8.2 MiB seen), and one garbage collection cycle
+// earlier or later moves it by 0.4 MiB; 400 worker kills measured flat
+// within 0.12 MiB. A leak of 16 KiB or more per upgrade or kill still
+// shows over the hundred.
 func grewBeyondSlack(before, after int) bool {
-	return float64(after) > max(rssSlack*float64(before), float64(before)+512)
+	return float64(after) > max(rssSlack*float64(before), float64(before)+1536)
 }
 
 // Signals that arrive while the holder is being replaced are not lost: a
