@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // zombiesOf counts pid's children that have exited and not been reaped.
@@ -81,9 +83,15 @@ func TestSustainedLoadKeepsTheWorkerResponsive(t *testing.T) {
 // that fails with EMFILE does: every client is served in the end. The
 // reject path, which answered the whole queue at once, is for a command
 // that cannot run.
+//
+// The limit is the worker's alone (prlimit on it): a holder at its own
+// limit is another fault (it cannot take the handlers' pidfds at all).
 func TestOutOfDescriptorsQueuesInsteadOfRefusing(t *testing.T) {
-	in := startWith(t, startOpts{argv0: `ulimit -n 48 && exec "$@"`},
-		"--listen", "tcp://127.0.0.1:0", "--processes", "0", "--", handlerBin, "sleep", "200ms")
+	in := start(t, "--listen", "tcp://127.0.0.1:0", "--processes", "0", "--", handlerBin, "sleep", "200ms")
+	lim := unix.Rlimit{Cur: 48, Max: 48}
+	if err := unix.Prlimit(in.workerPID(), unix.RLIMIT_NOFILE, &lim, nil); err != nil {
+		t.Fatal(err)
+	}
 	const clients = 150
 	var wg sync.WaitGroup
 	var mu sync.Mutex
