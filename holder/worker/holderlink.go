@@ -94,7 +94,10 @@ func (w *Worker) adopt(m link.Msg, fds []int) {
 		closeFDs(fds)
 		if !w.adopted {
 			// Fresher than what this worker started with.
-			w.serve.othersIdx = config.DecodeIndices(config.EncodeIndices(m.Indices))
+			w.serve.othersIdx = map[int]bool{}
+			for _, i := range m.Indices {
+				w.serve.othersIdx[i] = true
+			}
 		}
 		if !w.adopted && !m.More {
 			w.gen, w.adopted = m.Generation, true

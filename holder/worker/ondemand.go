@@ -128,8 +128,10 @@ func (w *Worker) demandArrived(fd int) {
 }
 
 // rejectPending answers the connections waiting on one listener (the
-// reject message, if any) and closes them. The listener is blocking in
-// serve mode, so each accept is preceded by a zero-timeout poll.
+// reject message, if any) and closes them. The listener may be blocking
+// (serve mode's default, which sockhold never changes), so each accept is
+// preceded by a zero-timeout poll; another process can still win the
+// connection in between, and the accept then waits for the next one.
 func (w *Worker) rejectPending(fd int) {
 	for range 1024 { // bounded: what is left is answered after the next start fails
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
